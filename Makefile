@@ -1,0 +1,48 @@
+# The two set-up commands: `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export ARKHIV_HOME ?= $(CURDIR)/arkhiv-data
+
+.PHONY: run test lint format install install-test system-packages clean
+
+run: install
+	$(BIN)/arkhiv init
+	$(BIN)/arkhiv serve
+
+test: install-test
+	$(BIN)/ruff check arkhiv tests bench
+	$(BIN)/ruff format --check arkhiv tests bench
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check arkhiv tests bench
+	$(BIN)/ruff format --check arkhiv tests bench
+
+format: install-test
+	$(BIN)/ruff format arkhiv tests bench
+	$(BIN)/ruff check --fix arkhiv tests bench
+
+install: $(VENV)/.installed-run
+install-test: $(VENV)/.installed-test system-packages
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Arkhiv needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[postgres]'
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[postgres,test]'
+	@touch $@ $(VENV)/.installed-run
+
+# Debian packages the tests need, installed with apt when missing and running as root.
+system-packages:
+	@bash scripts/ensure-debian-packages.sh $(shell cat scripts/debian-packages-test.txt | grep -v '^#')
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-results

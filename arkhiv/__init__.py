@@ -1,0 +1,3 @@
+"""Arkhiv: an OAIS preservation archive for 3D cultural heritage."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from arkhiv.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""AIPs: OCFL objects and versions, built in staging and placed through storage."""

@@ -1,0 +1,137 @@
+"""The archive as one thing: settings, catalog engine and stores, opened together.
+The CLI and the web build on this; pipeline steps receive what they need from it."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from arkhiv import __version__
+from arkhiv.catalog import migrate
+from arkhiv.catalog.database import create_catalog_engine, reading, redact, writing
+from arkhiv.catalog.objects import count_by_status
+from arkhiv.catalog.queue import JobQueue, RetryPolicy
+from arkhiv.catalog.stores import list_stores, store_location, sync_stores
+from arkhiv.config import (
+    CONFIG_FILE_NAME,
+    LocalStoreSettings,
+    Settings,
+    default_config_toml,
+    load_settings,
+    resolve_home,
+)
+from arkhiv.errors import ConfigError
+from arkhiv.storage import LocalStore
+
+
+class Archive:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+
+    @classmethod
+    def open(cls, home: Path | str | None = None, *, upgrade: bool = True) -> Archive:
+        """Open an initialized archive, bringing its catalog schema up to date."""
+        settings = load_settings(home)
+        engine = create_catalog_engine(settings.catalog_url, settings.catalog.echo)
+        archive = cls(settings, engine)
+        if upgrade:
+            migrate.ensure_current(engine)
+            with writing(engine) as conn:
+                sync_stores(conn, settings.stores)
+        return archive
+
+    @classmethod
+    def initialize(cls, home: Path | str | None = None) -> tuple[Archive, bool]:
+        """Create ARKHIV_HOME with the default configuration (an existing one is kept), its
+        local stores and the catalog. Returns the archive and whether the config was new."""
+        home = resolve_home(home)
+        config_file = home / CONFIG_FILE_NAME
+        created = not config_file.exists()
+        if created:
+            try:
+                home.mkdir(parents=True, exist_ok=True)
+                config_file.write_text(default_config_toml(home), encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot create the archive at {home}: {exc}") from None
+        settings = load_settings(home)
+        for store in settings.stores:
+            if isinstance(store, LocalStoreSettings):
+                try:
+                    LocalStore(store.name, store.path).ensure()
+                except OSError as exc:
+                    raise ConfigError(f"stores({store.name}).path: cannot create: {exc}") from None
+        return cls.open(home), created
+
+    @cached_property
+    def queue(self) -> JobQueue:
+        jobs = self.settings.jobs
+        return JobQueue(
+            self.engine,
+            RetryPolicy(jobs.max_attempts, jobs.backoff_base_seconds, jobs.backoff_max_seconds),
+        )
+
+    def check_catalog(self) -> None:
+        with reading(self.engine) as conn:
+            conn.execute(text("SELECT 1"))
+
+    def status(self) -> dict[str, Any]:
+        """Everything an operator asks first: catalog, stores, queues, objects, policy."""
+        settings = self.settings
+        with reading(self.engine) as conn:
+            objects = count_by_status(conn)
+            catalog_stores = {row["name"]: row for row in list_stores(conn)}
+        revision = migrate.current_revision(self.engine)
+        head = migrate.head_revision()
+        stores = []
+        for store in settings.stores:
+            entry: dict[str, Any] = {
+                "name": store.name,
+                "kind": store.kind,
+                "location": store_location(store),
+                "region": store.region,
+                "jurisdiction": store.jurisdiction,
+                "description": store.description,
+                "registered": store.name in catalog_stores,
+            }
+            if isinstance(store, LocalStoreSettings):
+                health = LocalStore(store.name, store.path).health()
+                entry.update(
+                    reachable=health.reachable,
+                    writable=health.writable,
+                    free_bytes=health.free_bytes,
+                    detail=health.detail,
+                )
+            else:
+                entry.update(reachable=None, writable=None, free_bytes=None, detail="not checked")
+            stores.append(entry)
+        depth = self.queue.depth()
+        totals: dict[str, int] = {"queued": 0, "running": 0, "done": 0, "dead": 0}
+        for states in depth.values():
+            for state, count in states.items():
+                totals[state] = totals.get(state, 0) + count
+        return {
+            "arkhiv": {"version": __version__, "home": str(settings.home)},
+            "catalog": {
+                "dialect": self.engine.dialect.name,
+                "url": redact(settings.catalog_url),
+                "revision": revision,
+                "head": head,
+                "up_to_date": revision == head,
+            },
+            "objects": {"total": sum(objects.values()), "by_status": objects},
+            "stores": stores,
+            "regions": sorted({store.region for store in settings.stores}),
+            "jobs": {"totals": totals, "queues": depth},
+            "policy": {
+                "preservation": settings.preservation.model_dump(mode="json"),
+                "location": settings.location.model_dump(mode="json"),
+                "access": settings.access.model_dump(mode="json"),
+            },
+        }
+
+    def close(self) -> None:
+        self.engine.dispose()

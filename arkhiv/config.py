@@ -1,0 +1,320 @@
+"""Settings: `ARKHIV_HOME/arkhiv.toml`, overridden by `ARKHIV_*` environment variables.
+
+Nested keys are reached with a double underscore: `ARKHIV_CATALOG__URL`,
+`ARKHIV_PRESERVATION__MIN_COPIES=2`, `ARKHIV_JOBS__LEASE_SECONDS=60`. Lists and tables take JSON
+(`ARKHIV_JOBS__PLUGINS='["my.handlers"]'`). Every mistake becomes a `ConfigError` whose message is
+one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from arkhiv.errors import ConfigError
+from arkhiv.policies import AccessPolicy, LocationPolicy, PreservationPolicy
+
+CONFIG_FILE_NAME = "arkhiv.toml"
+ENV_PREFIX = "ARKHIV_"
+DEFAULT_HOME = Path("arkhiv-data")
+
+StoreName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CatalogSettings(_Section):
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default: the SQLite file catalog.sqlite in ARKHIV_HOME. "
+        "Scale-out: postgresql+psycopg://user@host/db",
+    )
+    echo: bool = False
+
+
+class _StoreSettings(_Section):
+    name: StoreName
+    region: str = Field(min_length=1, description="disaster-threat region label, e.g. eu-central")
+    jurisdiction: str = Field("", description="legal jurisdiction, e.g. an ISO 3166 code")
+    description: str = ""
+
+
+class LocalStoreSettings(_StoreSettings):
+    kind: Literal["local"]
+    path: Path
+
+
+class S3StoreSettings(_StoreSettings):
+    kind: Literal["s3"]
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region_name: str | None = Field(None, description="the S3 service's own region name")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+    @property
+    def path(self) -> None:
+        return None
+
+
+StoreSettings = Annotated[LocalStoreSettings | S3StoreSettings, Field(discriminator="kind")]
+
+
+class JobSettings(_Section):
+    lease_seconds: float = Field(300, gt=0, description="a job whose worker is silent this long is claimed again")
+    heartbeat_seconds: float | None = Field(None, gt=0, description="default: a third of the lease")
+    poll_interval_seconds: float = Field(2.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_seconds: float = Field(30, ge=0)
+    backoff_max_seconds: float = Field(6 * 3600, ge=0)
+    retention_days: float = Field(30, gt=0, description="finished jobs older than this are pruned")
+    plugins: list[str] = Field(
+        default_factory=list, description="extra modules that register job handlers"
+    )
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.heartbeat_seconds or self.lease_seconds / 3
+
+
+class SchedulerSettings(_Section):
+    enabled: bool = True
+    tick_seconds: float = Field(30, gt=0)
+    lease_seconds: float = Field(120, gt=0, description="leadership lasts this long unless renewed")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    embedded_worker: bool = Field(True, description="run jobs inside `arkhiv serve`")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    home: Path
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    stores: list[StoreSettings] = Field(default_factory=list)
+    preservation: PreservationPolicy = Field(default_factory=PreservationPolicy)
+    access: AccessPolicy = Field(default_factory=AccessPolicy)
+    location: LocationPolicy = Field(default_factory=LocationPolicy)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML document arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        for store in self.stores:
+            if isinstance(store, LocalStoreSettings) and not store.path.is_absolute():
+                store.path = (self.home / store.path).resolve()
+        names = [s.name for s in self.stores]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"stores: the name {duplicates[0]!r} is used twice")
+        if self.stores:
+            policy = self.preservation
+            if policy.min_copies > len(self.stores):
+                raise ValueError(
+                    f"preservation.min_copies: {policy.min_copies} copies asked for but only "
+                    f"{len(self.stores)} store(s) configured"
+                )
+            regions = {s.region for s in self.stores}
+            if policy.min_regions > len(regions):
+                raise ValueError(
+                    f"preservation.min_regions: {policy.min_regions} regions asked for but the "
+                    f"stores span {len(regions)} ({', '.join(sorted(regions))})"
+                )
+        return self
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / CONFIG_FILE_NAME
+
+    @property
+    def catalog_url(self) -> str:
+        url = self.catalog.url or f"sqlite:///{self.home / 'catalog.sqlite'}"
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            url = prefix + str(self.home / url[len(prefix) :])
+        return url
+
+    def store(self, name: str) -> StoreSettings:
+        for store in self.stores:
+            if store.name == name:
+                return store
+        raise ConfigError(f"no store named {name!r} in {self.config_file}")
+
+
+def resolve_home(home: Path | str | None = None) -> Path:
+    if home is None:
+        home = os.environ.get(ENV_PREFIX + "HOME") or DEFAULT_HOME
+    return Path(home).expanduser().resolve()
+
+
+def load_settings(home: Path | str | None = None) -> Settings:
+    """Read `HOME/arkhiv.toml` and the environment; raise ConfigError with a one-line reason."""
+    home = resolve_home(home)
+    config_file = home / CONFIG_FILE_NAME
+    if not config_file.is_file():
+        raise ConfigError(f"no archive at {home} ({CONFIG_FILE_NAME} missing): run `arkhiv init`")
+    try:
+        document = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_file}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_file}: cannot read: {exc}") from None
+    return settings_from_document(document, home, source=str(config_file))
+
+
+def settings_from_document(document: dict[str, Any], home: Path, source: str) -> Settings:
+    document = dict(document)
+    if "home" in document:
+        raise ConfigError(f"{source}: home: not a setting; set ARKHIV_HOME or use --home")
+    try:
+        return Settings(home=home, **document)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, document)}") from None
+    except ValueError as exc:  # JSON in an environment variable that does not parse
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def describe_validation_error(exc: ValidationError, document: dict[str, Any]) -> str:
+    """All problems on one line: `stores[1].kind: unknown store kind 'ftp' (expected ...)`."""
+    parts = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if part not in ("local", "s3")]
+        key = _format_loc(loc, document)
+        if error["type"] == "union_tag_invalid":
+            tag = error.get("ctx", {}).get("tag")
+            expected = error.get("ctx", {}).get("expected_tags", "local, s3")
+            parts.append(f"{key}.kind: unknown store kind {tag!r} (expected one of {expected})")
+        elif error["type"] == "union_tag_not_found":
+            parts.append(f"{key}.kind: missing (expected one of 'local', 's3')")
+        elif error["type"] == "missing":
+            parts.append(f"{key}: missing, it is required")
+        elif error["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown setting")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            parts.append(f"{key}: {message}" if key else message)
+        env_name = ENV_PREFIX + "__".join(str(p) for p in loc if not isinstance(p, int)).upper()
+        if loc and env_name in os.environ:
+            parts[-1] += f" (set by {env_name})"
+    return "; ".join(parts)
+
+
+def _format_loc(loc: list[Any], document: dict[str, Any]) -> str:
+    text = ""
+    node: Any = document
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            if isinstance(node, list) and part < len(node):
+                node = node[part]
+                if isinstance(node, dict) and "name" in node:
+                    text += f"({node['name']})"
+        else:
+            text += f".{part}" if text else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return text
+
+
+def default_config_toml(home: Path) -> str:
+    """The arkhiv.toml that `arkhiv init` writes: the embedded one-machine archive."""
+    return f'''# Arkhiv configuration. Environment variables ARKHIV_<SECTION>__<KEY> override any value.
+# Relative paths are relative to this file's folder ({home}).
+
+[catalog]
+# Embedded default: catalog.sqlite beside this file. Scale-out: a PostgreSQL URL such as
+# url = "postgresql+psycopg://arkhiv@db.example.org/arkhiv"
+
+# Three local stores labelled as separate sites. For real geographic separation replace them
+# with disks in other buildings or S3 buckets in other regions:
+# [[stores]]
+# name = "s3-frankfurt"
+# kind = "s3"
+# bucket = "arkhiv-replica"
+# region = "eu-central"
+# jurisdiction = "DE"
+# endpoint_url = "https://s3.eu-central-1.amazonaws.com"
+
+[[stores]]
+name = "site-a"
+kind = "local"
+path = "stores/site-a"
+region = "site-a"
+jurisdiction = "local"
+description = "first local copy"
+
+[[stores]]
+name = "site-b"
+kind = "local"
+path = "stores/site-b"
+region = "site-b"
+jurisdiction = "local"
+description = "second local copy"
+
+[[stores]]
+name = "site-c"
+kind = "local"
+path = "stores/site-c"
+region = "site-c"
+jurisdiction = "local"
+description = "third local copy"
+
+[preservation]
+min_copies = 3
+min_regions = 2
+audit_interval_days = 90
+digest_algorithms = ["sha512", "sha256"]
+
+[location]
+# The public and researchers see locations snapped to cells this many kilometres wide.
+public_precision_km = 25
+method = "grid"
+log_precise_access = true
+
+[access]
+anonymous_role = "public"
+# Roles and their permissions default to: public, researcher, museum, partner, officer, admin.
+# Override one with a table such as:
+# [access.roles.researcher]
+# permissions = ["view_public", "download_access_copies", "request_dips"]
+
+[jobs]
+lease_seconds = 300
+max_attempts = 5
+backoff_base_seconds = 30
+retention_days = 30
+
+[scheduler]
+enabled = true
+
+[server]
+host = "127.0.0.1"
+port = 8000
+embedded_worker = true
+'''

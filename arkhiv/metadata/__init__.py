@@ -1,0 +1,1 @@
+"""Metadata documents: METS, PREMIS, CIDOC-CRM/CRMdig. Pure functions, no I/O beyond reading schemas."""

@@ -1,0 +1,1 @@
+"""Arkhiv's own schemas: BagIt profile, capture-metadata JSON Schema, SHACL shapes, JSON-LD context."""

@@ -1,0 +1,1 @@
+"""Keys, encryption, tokens and the tamper-evident audit-log chain."""

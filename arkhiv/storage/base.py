@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+
+class StoreError(Exception):
+    pass
+
+
+class KeyNotFound(StoreError, KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    reachable: bool
+    writable: bool
+    free_bytes: int | None
+    detail: str = ""
+
+
+class Store(Protocol):
+    """A place that keeps byte streams under '/'-separated keys. Writes are atomic: a key is
+    either absent or complete, never half-written."""
+
+    name: str
+
+    def put(self, key: str, stream: BinaryIO) -> StoredObject: ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def head(self, key: str) -> StoredObject | None: ...
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def health(self) -> StoreHealth: ...

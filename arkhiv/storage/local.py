@@ -1,0 +1,97 @@
+"""A store on a local (or mounted) file system."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from arkhiv.storage.base import KeyNotFound, StoredObject, StoreError, StoreHealth
+
+CHUNK = 1 << 20
+
+
+def check_key(key: str) -> PurePosixPath:
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or any(part in ("", ".", "..") for part in key.split("/")):
+        raise StoreError(f"invalid store key {key!r}")
+    return path
+
+
+class LocalStore:
+    def __init__(self, name: str, root: Path) -> None:
+        self.name = name
+        self.root = Path(root)
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).parts)
+
+    def put(self, key: str, stream: BinaryIO) -> StoredObject:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename: readers never see a partial file.
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return StoredObject(key, size)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError:
+            raise KeyNotFound(key) from None
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            return StoredObject(key, self._path(key).stat().st_size)
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        for directory, dirs, names in os.walk(self.root):
+            dirs.sort()
+            for name in sorted(names):
+                if name.startswith(".incoming-"):
+                    continue
+                path = Path(directory, name)
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield StoredObject(key, path.stat().st_size)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            raise KeyNotFound(key) from None
+
+    def health(self) -> StoreHealth:
+        if not self.root.is_dir():
+            return StoreHealth(False, False, None, f"{self.root} does not exist")
+        writable = os.access(self.root, os.W_OK | os.X_OK)
+        free = shutil.disk_usage(self.root).free
+        return StoreHealth(True, writable, free, "" if writable else "not writable")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""The HTTP face: API (FastAPI) and, later, pages."""

@@ -1,0 +1,115 @@
+"""Shared fixtures. Every catalog test runs twice: on SQLite and on a throwaway PostgreSQL
+database created for the test and dropped after it.
+
+PostgreSQL: ARKHIV_TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres).
+With ARKHIV_REQUIRE_POSTGRES=1 (set by .ci/run) an unreachable server fails the tests instead of
+skipping them."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from arkhiv.archive import Archive
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get(
+    "ARKHIV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRE_POSTGRES = os.environ.get("ARKHIV_REQUIRE_POSTGRES") == "1"
+TEST_PLUGINS = '["tests.job_handlers"]'
+
+_postgres_problem: str | None = None
+_postgres_checked = False
+
+
+def _postgres_unavailable() -> str | None:
+    global _postgres_checked, _postgres_problem
+    if not _postgres_checked:
+        _postgres_checked = True
+        try:
+            engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 5})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+        except Exception as exc:
+            _postgres_problem = f"PostgreSQL at {POSTGRES_URL} unavailable: {exc}".splitlines()[0]
+    return _postgres_problem
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    problem = _postgres_unavailable()
+    if problem:
+        if REQUIRE_POSTGRES:
+            pytest.fail(problem + " (ARKHIV_REQUIRE_POSTGRES=1)")
+        pytest.skip(problem)
+    name = f"arkhiv_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)],
+)
+def catalog_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    return request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture
+def archive_env(catalog_url, tmp_path, monkeypatch) -> dict[str, str]:
+    """Environment for an archive in a temporary ARKHIV_HOME on the parametrized catalog, with
+    short leases and back-off so that tests run in seconds. Exported to this process and
+    returned for subprocesses."""
+    home = tmp_path / "home"
+    env = {
+        "ARKHIV_HOME": str(home),
+        "ARKHIV_CATALOG__URL": catalog_url,
+        "ARKHIV_JOBS__PLUGINS": TEST_PLUGINS,
+        "ARKHIV_JOBS__LEASE_SECONDS": "3",
+        "ARKHIV_JOBS__POLL_INTERVAL_SECONDS": "0.05",
+        "ARKHIV_JOBS__BACKOFF_BASE_SECONDS": "0.2",
+        "ARKHIV_JOBS__BACKOFF_MAX_SECONDS": "2",
+        "ARKHIV_JOBS__MAX_ATTEMPTS": "3",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def archive(archive_env) -> Iterator[Archive]:
+    opened, _created = Archive.initialize(archive_env["ARKHIV_HOME"])
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for `python -m arkhiv ...` children: the repo importable (for test
+    handler plugins) and this process's ARKHIV_* settings."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+def arkhiv_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "arkhiv", *args]
