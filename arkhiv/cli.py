@@ -122,7 +122,9 @@ def status(as_json: bool = JSON_OPTION) -> None:
     catalog = report["catalog"]
     out.print(f"[bold]Arkhiv {report['arkhiv']['version']}[/bold] at {report['arkhiv']['home']}")
     schema = "up to date" if catalog["up_to_date"] else f"behind (head {catalog['head']})"
-    out.print(f"Catalog: {catalog['dialect']} {catalog['url']}, schema {catalog['revision']} {schema}")
+    out.print(
+        f"Catalog: {catalog['dialect']} {catalog['url']}, schema {catalog['revision']} {schema}"
+    )
     objects = report["objects"]
     by_status = ", ".join(f"{k} {v}" for k, v in sorted(objects["by_status"].items()))
     out.print(f"Objects: {objects['total']}" + (f" ({by_status})" if by_status else ""))
@@ -228,7 +230,9 @@ def serve(
     port = port or settings.port
     application = create_app(archive, embedded_worker=embedded_worker)
     display_host = f"[{host}]" if ":" in host else host
-    out.print(f"Arkhiv is serving {archive.settings.home} at [bold]http://{display_host}:{port}[/bold]")
+    out.print(
+        f"Arkhiv is serving {archive.settings.home} at [bold]http://{display_host}:{port}[/bold]"
+    )
     try:
         uvicorn.run(application, host=host, port=port, log_level="info")
     finally:
@@ -262,7 +266,10 @@ def db_current(as_json: bool = JSON_OPTION) -> None:
 
     archive = Archive.open(state.home, upgrade=False)
     try:
-        report = {"revision": migrate.current_revision(archive.engine), "head": migrate.head_revision()}
+        report = {
+            "revision": migrate.current_revision(archive.engine),
+            "head": migrate.head_revision(),
+        }
     finally:
         archive.close()
     if as_json:
@@ -274,9 +281,7 @@ def db_current(as_json: bool = JSON_OPTION) -> None:
 @jobs_app.command("list")
 def jobs_list(
     queue: str | None = typer.Option(None, "--queue", "-q"),
-    job_status: str | None = typer.Option(
-        None, "--status", help="queued, running, done or dead"
-    ),
+    job_status: str | None = typer.Option(None, "--status", help="queued, running, done or dead"),
     limit: int = typer.Option(50, min=1),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -296,8 +301,13 @@ def jobs_list(
         progress = f"{job.progress:.0%}" if job.progress is not None else ""
         error = (job.last_error or "").splitlines()[0][:60] if job.last_error else ""
         table.add_row(
-            str(job.id), job.queue, job.kind, job.status, f"{job.attempts}/{job.max_attempts}",
-            progress, error,
+            str(job.id),
+            job.queue,
+            job.kind,
+            job.status,
+            f"{job.attempts}/{job.max_attempts}",
+            progress,
+            error,
         )
     out.print(table)
 

@@ -69,7 +69,9 @@ StoreSettings = Annotated[LocalStoreSettings | S3StoreSettings, Field(discrimina
 
 
 class JobSettings(_Section):
-    lease_seconds: float = Field(300, gt=0, description="a job whose worker is silent this long is claimed again")
+    lease_seconds: float = Field(
+        300, gt=0, description="a job whose worker is silent this long is claimed again"
+    )
     heartbeat_seconds: float | None = Field(None, gt=0, description="default: a third of the lease")
     poll_interval_seconds: float = Field(2.0, gt=0)
     max_attempts: int = Field(5, ge=1)
@@ -244,7 +246,8 @@ def _format_loc(loc: list[Any], document: dict[str, Any]) -> str:
 
 def default_config_toml(home: Path) -> str:
     """The arkhiv.toml that `arkhiv init` writes: the embedded one-machine archive."""
-    return f'''# Arkhiv configuration. Environment variables ARKHIV_<SECTION>__<KEY> override any value.
+    return f"""# Arkhiv configuration.
+# ARKHIV_<SECTION>__<KEY> environment variables override any value in this file.
 # Relative paths are relative to this file's folder ({home}).
 
 [catalog]
@@ -317,4 +320,4 @@ enabled = true
 host = "127.0.0.1"
 port = 8000
 embedded_worker = true
-'''
+"""

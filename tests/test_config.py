@@ -81,7 +81,9 @@ def test_bad_configuration_names_the_key(tmp_path, mutate, expected):
 
 def test_bad_value_from_environment_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("ARKHIV_JOBS__MAX_ATTEMPTS", "many")
-    with pytest.raises(ConfigError, match=r"jobs\.max_attempts: .*set by ARKHIV_JOBS__MAX_ATTEMPTS"):
+    with pytest.raises(
+        ConfigError, match=r"jobs\.max_attempts: .*set by ARKHIV_JOBS__MAX_ATTEMPTS"
+    ):
         settings_from_document(default_document(tmp_path), tmp_path, "arkhiv.toml")
 
 

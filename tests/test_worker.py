@@ -1,3 +1,4 @@
+import itertools
 import threading
 import time
 
@@ -41,7 +42,7 @@ def test_failing_job_retries_with_backoff_then_ends_dead_with_errors_kept(archiv
     from datetime import datetime
 
     moments = [datetime.fromisoformat(entry["at"]) for entry in job.errors]
-    gaps = [(b - a).total_seconds() for a, b in zip(moments, moments[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(moments)]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4
 
 

@@ -1,1 +1,2 @@
-"""Access: derivatives in many formats, DIPs, location coarsening, metadata stripping, OAI-PMH, IIIF."""
+"""Access: derivatives in many formats, DIPs, location coarsening, metadata stripping,
+OAI-PMH, IIIF."""

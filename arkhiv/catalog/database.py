@@ -1,4 +1,5 @@
-"""Engines and transactions for both catalogs: embedded SQLite (WAL, foreign keys) and PostgreSQL."""
+"""Engines and transactions for both catalogs: embedded SQLite (WAL, foreign keys) and
+PostgreSQL."""
 
 from __future__ import annotations
 

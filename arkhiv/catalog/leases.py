@@ -1,5 +1,6 @@
 """Named leases: one holder at a time across every machine sharing the catalog
-(e.g. the scheduler's leadership). A lease not renewed before it expires passes to the next asker."""
+(e.g. the scheduler's leadership). A lease not renewed before it expires passes to the next
+asker."""
 
 from __future__ import annotations
 

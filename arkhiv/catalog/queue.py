@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from arkhiv.catalog.database import now, reading, writing
@@ -138,39 +149,13 @@ class JobQueue:
 
     def claim(self, queues: Sequence[str] | None, owner: str, lease_seconds: float) -> Job | None:
         """Take the most urgent due job (or one whose worker lost its lease) and lease it."""
+        params: dict[str, Any] = {"owner": owner}
+        if queues:
+            params["queues"] = list(queues)
         with writing(self.engine) as conn:
             at = now(conn)
-            due = or_(
-                and_(jobs.c.status == "queued", jobs.c.run_after <= at),
-                and_(
-                    jobs.c.status == "running",
-                    jobs.c.lease_expires_at < at,
-                    jobs.c.attempts < jobs.c.max_attempts,
-                ),
-            )
-            candidate = select(jobs.c.id).where(due)
-            if queues:
-                candidate = candidate.where(jobs.c.queue.in_(list(queues)))
-            candidate = (
-                candidate.order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            row = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == candidate.scalar_subquery())
-                .values(
-                    status="running",
-                    attempts=jobs.c.attempts + 1,
-                    lease_owner=owner,
-                    lease_expires_at=at + timedelta(seconds=lease_seconds),
-                    heartbeat_at=at,
-                    started_at=at,
-                    progress=None,
-                    progress_message=None,
-                )
-                .returning(*jobs.c)
-            ).first()
+            params.update(at=at, expires=at + timedelta(seconds=lease_seconds))
+            row = conn.execute(_CLAIM[bool(queues)], params).first()
             return Job.from_row(row) if row else None
 
     def heartbeat(
@@ -182,33 +167,28 @@ class JobQueue:
         message: str | None = None,
     ) -> bool:
         """Extend the lease; False when this worker no longer holds the job."""
+        if progress is not None:
+            progress = max(0.0, min(1.0, progress))
         with writing(self.engine) as conn:
             at = now(conn)
-            values: dict[str, Any] = {
-                "lease_expires_at": at + timedelta(seconds=lease_seconds),
-                "heartbeat_at": at,
-            }
-            if progress is not None:
-                values["progress"] = max(0.0, min(1.0, progress))
-            if message is not None:
-                values["progress_message"] = message
-            result = conn.execute(update(jobs).where(*self._held(job_id, owner)).values(values))
+            result = conn.execute(
+                _HEARTBEAT,
+                {
+                    "job_id": job_id,
+                    "owner": owner,
+                    "at": at,
+                    "expires": at + timedelta(seconds=lease_seconds),
+                    "progress": progress,
+                    "message": message,
+                },
+            )
             return result.rowcount == 1
 
     def complete(self, job_id: int, owner: str, result: Any = None) -> bool:
         """Mark done; False (and nothing changed) when the lease was lost meanwhile."""
         with writing(self.engine) as conn:
             changed = conn.execute(
-                update(jobs)
-                .where(*self._held(job_id, owner))
-                .values(
-                    status="done",
-                    result=result,
-                    progress=1.0,
-                    finished_at=now(conn),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
+                _COMPLETE, {"job_id": job_id, "owner": owner, "result": result, "at": now(conn)}
             )
             return changed.rowcount == 1
 
@@ -322,3 +302,73 @@ class JobQueue:
     @staticmethod
     def _held(job_id: int, owner: str):
         return (jobs.c.id == job_id, jobs.c.status == "running", jobs.c.lease_owner == owner)
+
+
+# The hot statements are built once: constructing a statement costs more than running it.
+
+
+def _claim_statement(by_queue: bool):
+    at = bindparam("at", type_=jobs.c.run_after.type)
+    due = or_(
+        and_(jobs.c.status == "queued", jobs.c.run_after <= at),
+        and_(
+            jobs.c.status == "running",
+            jobs.c.lease_expires_at < at,
+            jobs.c.attempts < jobs.c.max_attempts,
+        ),
+    )
+    candidate = select(jobs.c.id).where(due)
+    if by_queue:
+        candidate = candidate.where(jobs.c.queue.in_(bindparam("queues", expanding=True)))
+    candidate = (
+        candidate.order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(jobs)
+        .where(jobs.c.id == candidate.scalar_subquery())
+        .values(
+            status="running",
+            attempts=jobs.c.attempts + 1,
+            lease_owner=bindparam("owner"),
+            lease_expires_at=bindparam("expires", type_=jobs.c.lease_expires_at.type),
+            heartbeat_at=at,
+            started_at=at,
+            progress=None,
+            progress_message=None,
+        )
+        .returning(*jobs.c)
+    )
+
+
+_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+_HELD = (
+    jobs.c.id == bindparam("job_id"),
+    jobs.c.status == "running",
+    jobs.c.lease_owner == bindparam("owner"),
+)
+_HEARTBEAT = (
+    update(jobs)
+    .where(*_HELD)
+    .values(
+        lease_expires_at=bindparam("expires", type_=jobs.c.lease_expires_at.type),
+        heartbeat_at=bindparam("at", type_=jobs.c.heartbeat_at.type),
+        progress=func.coalesce(bindparam("progress", type_=jobs.c.progress.type), jobs.c.progress),
+        progress_message=func.coalesce(
+            bindparam("message", type_=jobs.c.progress_message.type), jobs.c.progress_message
+        ),
+    )
+)
+_COMPLETE = (
+    update(jobs)
+    .where(*_HELD)
+    .values(
+        status="done",
+        result=bindparam("result", type_=jobs.c.result.type),
+        progress=1.0,
+        finished_at=bindparam("at", type_=jobs.c.finished_at.type),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)

@@ -32,7 +32,9 @@ def sync_stores(conn: Connection, configured: Sequence[StoreSettings]) -> None:
         }
         row = existing.get(store.name)
         if row is None:
-            conn.execute(insert(stores).values(name=store.name, created_at=at, updated_at=at, **values))
+            conn.execute(
+                insert(stores).values(name=store.name, created_at=at, updated_at=at, **values)
+            )
         elif any(getattr(row, key) != value for key, value in values.items()):
             conn.execute(
                 update(stores).where(stores.c.name == store.name).values(updated_at=at, **values)

@@ -42,6 +42,7 @@ class Worker:
         self.owner = worker_id()
         self.settings = archive.settings.jobs
         self.processed = 0
+        self._heart = _Heartbeat(self.settings.heartbeat_interval)
         registry.load(self.settings.plugins)
 
     def install_signal_handlers(self) -> None:
@@ -58,6 +59,13 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (or, in burst mode, until the queues hold nothing to finish).
         Returns the number of jobs this worker ran."""
+        try:
+            self._loop()
+        finally:
+            self._heart.close()
+        return self.processed
+
+    def _loop(self) -> None:
         reap_every = max(1.0, self.settings.lease_seconds / 2)
         last_reap = 0.0
         while not self.stop.is_set():
@@ -71,20 +79,17 @@ class Worker:
                 self.stop.wait(self.settings.poll_interval_seconds)
                 continue
             self.execute(job)
-        return self.processed
 
     def execute(self, job: Job) -> None:
         self.processed += 1
         handler = registry.lookup(job.kind)
         if handler is None:
-            self.queue.fail(job.id, self.owner, f"no handler for job kind {job.kind!r}", retryable=False)
+            self.queue.fail(
+                job.id, self.owner, f"no handler for job kind {job.kind!r}", retryable=False
+            )
             return
         ctx = JobContext(job, self.archive, self.queue, self.owner, self.settings.lease_seconds)
-        beating = threading.Event()
-        heart = threading.Thread(
-            target=self._heartbeat, args=(ctx, beating), name=f"heartbeat-{job.id}", daemon=True
-        )
-        heart.start()
+        self._heart.watch(ctx)
         log.info("job %s (%s) attempt %s started", job.id, job.kind, job.attempts)
         try:
             result = handler(ctx)
@@ -95,20 +100,46 @@ class Worker:
         else:
             outcome = "done" if self.queue.complete(job.id, self.owner, result) else None
         finally:
-            beating.set()
-            heart.join()
+            self._heart.watch(None)
         if outcome is None:
             log.warning("job %s: lease lost before it finished; another worker owns it", job.id)
         else:
             log.info("job %s (%s) -> %s", job.id, job.kind, outcome)
 
-    def _heartbeat(self, ctx: JobContext, finished: threading.Event) -> None:
-        while not finished.wait(self.settings.heartbeat_interval):
-            try:
-                if not ctx.beat():
-                    return
-            except Exception:  # a heartbeat that fails once is retried on the next beat
-                log.exception("job %s: heartbeat failed", ctx.job.id)
+
+class _Heartbeat:
+    """One thread per worker that renews the lease of the job being run, so a job that runs
+    for hours keeps it and a worker that dies loses it."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.current: JobContext | None = None
+        self.closed = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def watch(self, ctx: JobContext | None) -> None:
+        with self.lock:
+            self.current = ctx
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+            self.thread.start()
+
+    def close(self) -> None:
+        self.closed.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def _run(self) -> None:
+        while not self.closed.wait(self.interval):
+            with self.lock:
+                ctx = self.current
+                if ctx is None or ctx.lease_lost.is_set():
+                    continue
+                try:
+                    ctx.beat()
+                except Exception:  # a heartbeat that fails once is retried on the next beat
+                    log.exception("job %s: heartbeat failed", ctx.job.id)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,1 +1,2 @@
-"""Metadata documents: METS, PREMIS, CIDOC-CRM/CRMdig. Pure functions, no I/O beyond reading schemas."""
+"""Metadata documents: METS, PREMIS, CIDOC-CRM/CRMdig. Pure functions, no I/O beyond
+reading schemas."""

@@ -1,1 +1,2 @@
-"""Reconstruction pipelines: photo sets, depth captures and point clouds to 3D models, on local folders."""
+"""Reconstruction pipelines: photo sets, depth captures and point clouds to 3D models, on
+local folders."""

@@ -1,1 +1,2 @@
-"""Arkhiv's own schemas: BagIt profile, capture-metadata JSON Schema, SHACL shapes, JSON-LD context."""
+"""Arkhiv's own schemas: BagIt profile, capture-metadata JSON Schema, SHACL shapes,
+JSON-LD context."""

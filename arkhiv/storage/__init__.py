@@ -1,6 +1,7 @@
-"""Stores: put/get/head/list/delete of byte streams under keys. Knows nothing of AIPs or policies."""
+"""Stores: put/get/head/list/delete of byte streams under keys. Knows nothing of AIPs or
+policies."""
 
-from arkhiv.storage.base import Store, StoreHealth, StoredObject
+from arkhiv.storage.base import Store, StoredObject, StoreHealth
 from arkhiv.storage.local import LocalStore
 
 __all__ = ["LocalStore", "Store", "StoreHealth", "StoredObject"]
