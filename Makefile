@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export ARKHIV_HOME ?= $(CURDIR)/arkhiv-data
 
 .PHONY: run test lint format install install-test system-packages clean
 

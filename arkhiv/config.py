@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from arkhiv.errors import ConfigError
 from arkhiv.policies import AccessPolicy, LocationPolicy, PreservationPolicy
@@ -99,6 +104,16 @@ class ServerSettings(_Section):
     embedded_worker: bool = Field(True, description="run jobs inside `arkhiv serve`")
 
 
+class _EnvironmentWithoutHome(EnvSettingsSource):
+    """ARKHIV_HOME chooses which archive to open (see `resolve_home`); once chosen, the home
+    given explicitly must not be replaced by the environment's."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        values.pop("home", None)
+        return values
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -124,7 +139,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML document arrives as init kwargs; the environment overrides it.
-        return (env_settings, init_settings)
+        return (_EnvironmentWithoutHome(settings_cls), init_settings)
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> Settings:

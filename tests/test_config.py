@@ -37,6 +37,13 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
     assert settings.jobs.plugins == ["a.b"]
 
 
+def test_explicit_home_wins_over_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARKHIV_HOME", str(tmp_path / "elsewhere"))
+    settings = settings_from_document(default_document(tmp_path), tmp_path, "arkhiv.toml")
+    assert settings.home == tmp_path
+    assert settings.stores[0].path == tmp_path / "stores" / "site-a"
+
+
 def test_relative_sqlite_url_is_relative_to_home(tmp_path):
     document = default_document(tmp_path)
     document["catalog"]["url"] = "sqlite:///db/catalog.sqlite"
