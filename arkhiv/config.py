@@ -65,10 +65,6 @@ class S3StoreSettings(_StoreSettings):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
 
-    @property
-    def path(self) -> None:
-        return None
-
 
 StoreSettings = Annotated[LocalStoreSettings | S3StoreSettings, Field(discriminator="kind")]
 

@@ -8,9 +8,11 @@ skipping them."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,28 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def arkhiv_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "arkhiv", *args]
+
+
+@contextmanager
+def worker_processes(
+    count: int, args: list[str], env: dict[str, str], log_dir: Path
+) -> Iterator[tuple[list[subprocess.Popen], list[Path]]]:
+    """Start `arkhiv worker ARGS` processes; kill any still running when the block ends.
+    Their logs go to files: a worker writing to a pipe nobody reads blocks once it is full."""
+    logs = [log_dir / f"worker-{n}.log" for n in range(count)]
+    workers = [
+        subprocess.Popen(
+            arkhiv_command("worker", *args),
+            env=subprocess_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+        )
+        for log in logs
+    ]
+    try:
+        yield workers, logs
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()

@@ -1,5 +1,4 @@
 import signal
-import subprocess
 import time
 from datetime import timedelta
 
@@ -13,7 +12,7 @@ from arkhiv.catalog.tables import schedule as schedule_table
 from arkhiv.jobs.registry import PeriodicTask
 from arkhiv.jobs.scheduler import LEASE_NAME, Scheduler
 from arkhiv.jobs.worker import Worker
-from tests.conftest import arkhiv_command, subprocess_env
+from tests.conftest import worker_processes
 
 HOURLY = [
     PeriodicTask("hourly-audit", timedelta(hours=1), "audit", "test.record", {"log": "/dev/null"})
@@ -82,27 +81,14 @@ def test_background_scheduler_ticks_and_releases_its_lease(archive, monkeypatch)
 
 
 def test_two_worker_processes_enqueue_periodic_work_once(archive, archive_env, tmp_path):
-    env = subprocess_env({**archive_env, "ARKHIV_SCHEDULER__TICK_SECONDS": "0.2"})
-    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
-    workers = [
-        subprocess.Popen(
-            arkhiv_command("worker", "--scheduler", "--queue", "maintenance"),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file.open("w"),
-        )
-        for log_file in logs
-    ]
-    try:
+    env = {**archive_env, "ARKHIV_SCHEDULER__TICK_SECONDS": "0.2"}
+    args = ["--scheduler", "--queue", "maintenance"]
+    with worker_processes(2, args, env, tmp_path) as (workers, logs):
         time.sleep(4)
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
         for worker in workers:
             worker.wait(timeout=30)
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
     assert [w.returncode for w in workers] == [0, 0], [f.read_text() for f in logs]
     with reading(archive.engine) as conn:
         count = conn.execute(select(func.count()).where(jobs.c.kind == "jobs.prune")).scalar_one()

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 
 from arkhiv.catalog.database import writing
 from arkhiv.catalog.queue import enqueue
-from tests.conftest import arkhiv_command, subprocess_env
+from tests.conftest import worker_processes
 
 JOBS = 1000
 WORKERS = 4
@@ -38,19 +37,8 @@ def test_four_workers_drain_1000_jobs_exactly_once_despite_a_sigkill(
             for _ in range(JOBS)
         ]
 
-    env = subprocess_env(archive_env)
-    # Logs go to files: a worker writing to a pipe nobody reads blocks once the pipe is full.
-    logs = [tmp_path / f"worker-{n}.log" for n in range(WORKERS)]
-    workers = [
-        subprocess.Popen(
-            arkhiv_command("worker", "--burst", "--queue", "test"),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file.open("w"),
-        )
-        for log_file in logs
-    ]
-    try:
+    burst = ["--burst", "--queue", "test"]
+    with worker_processes(WORKERS, burst, archive_env, tmp_path) as (workers, logs):
         deadline = time.monotonic() + 60
         while not marker.exists() or not marker.read_text():
             assert time.monotonic() < deadline, "the stalling job never started"
@@ -60,10 +48,6 @@ def test_four_workers_drain_1000_jobs_exactly_once_despite_a_sigkill(
         os.kill(killed_pid, signal.SIGKILL)
         for worker in workers:
             worker.wait(timeout=60)
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
     codes = {w.pid: w.returncode for w in workers}
     assert codes.pop(killed_pid) == -signal.SIGKILL
     assert set(codes.values()) == {0}, [log_file.read_text()[-2000:] for log_file in logs]

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from arkhiv import __version__
 from arkhiv.archive import Archive
 from arkhiv.errors import ArkhivError, CatalogUnavailable, ConfigError
+from arkhiv.jobs.scheduler import Scheduler
+from arkhiv.jobs.worker import Worker
 
 log = logging.getLogger("arkhiv.web")
 
@@ -80,14 +82,11 @@ class _Background:
         self.enabled = enabled
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
-        self.scheduler = None
+        self.scheduler: Scheduler | None = None
 
     def start(self) -> None:
         if not self.enabled:
             return
-        from arkhiv.jobs.scheduler import Scheduler
-        from arkhiv.jobs.worker import Worker
-
         worker = Worker(self.archive, stop=self.stop_event)
         self.thread = threading.Thread(target=worker.run, name="embedded-worker", daemon=True)
         self.thread.start()
