@@ -1,0 +1,27 @@
+from pydantic import BaseModel, ConfigDict, Field
+
+GIB = 1024**3
+
+
+class IngestPolicy(BaseModel):
+    """Limits a submission must respect, so that one hostile or broken package cannot fill the
+    disk, exhaust inodes or hang a worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_package_bytes: int = Field(200 * GIB, gt=0, description="unpacked size of one package")
+    max_files: int = Field(100_000, gt=0, description="files in one package")
+    max_compression_ratio: float = Field(
+        200.0, gt=1, description="unpacked/packed size above which an archive is a zip bomb"
+    )
+    max_path_length: int = Field(1024, gt=0, description="characters in one path inside a bag")
+    virus_scan_max_file_bytes: int = Field(
+        2 * GIB - 1, gt=0, le=2 * GIB - 1, description="ClamAV cannot scan files of 2 GiB or more"
+    )
+    virus_scan_max_scan_bytes: int = Field(
+        4 * GIB, gt=0, description="data ClamAV reads from one file, archives unpacked included"
+    )
+    clamd_socket: str | None = Field(
+        None, description="clamd's UNIX socket; without it clamscan is run"
+    )
+    quarantine_retention_days: float = Field(90, gt=0)
