@@ -2,8 +2,9 @@
 database created for the test and dropped after it.
 
 PostgreSQL: ARKHIV_TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres).
-With ARKHIV_REQUIRE_POSTGRES=1 (set by .ci/run) an unreachable server fails the tests instead of
-skipping them."""
+Tests that need something outside the repository (a server, a program, ../shared/corpora) call
+`require(name, problem)`: locally they skip with the reason; names listed in ARKHIV_REQUIRE
+(comma-separated; .ci/run sets them all) fail instead."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
     "ARKHIV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-REQUIRE_POSTGRES = os.environ.get("ARKHIV_REQUIRE_POSTGRES") == "1"
+REQUIRED = {name.strip() for name in os.environ.get("ARKHIV_REQUIRE", "").split(",") if name}
+CORPORA = REPO.parent / "shared" / "corpora"
 TEST_PLUGINS = '["tests.job_handlers"]'
 
 _postgres_problem: str | None = None
@@ -45,14 +47,26 @@ def _postgres_unavailable() -> str | None:
     return _postgres_problem
 
 
+def require(name: str, problem: str | None) -> None:
+    """Skip (locally) or fail (where ARKHIV_REQUIRE names it) when `problem` is not None."""
+    if problem is None:
+        return
+    if name in REQUIRED:
+        pytest.fail(f"{problem} (required: ARKHIV_REQUIRE includes {name})")
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def corpora() -> Path:
+    """../shared/corpora, read in place (never copied into the repository)."""
+    require("corpora", None if CORPORA.is_dir() else f"test corpora not found at {CORPORA}")
+    return CORPORA
+
+
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
-    problem = _postgres_unavailable()
-    if problem:
-        if REQUIRE_POSTGRES:
-            pytest.fail(problem + " (ARKHIV_REQUIRE_POSTGRES=1)")
-        pytest.skip(problem)
+    require("postgresql", _postgres_unavailable())
     name = f"arkhiv_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
