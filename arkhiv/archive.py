@@ -24,6 +24,7 @@ from arkhiv.config import (
     resolve_home,
 )
 from arkhiv.errors import ConfigError
+from arkhiv.security.sealing import ArchiveKey, SealingError
 from arkhiv.storage import LocalStore
 
 
@@ -58,6 +59,11 @@ class Archive:
             except OSError as exc:
                 raise ConfigError(f"cannot create the archive at {home}: {exc}") from None
         settings = load_settings(home)
+        archive_key = home / "keys" / "archive.key"
+        try:
+            ArchiveKey.load_or_create(archive_key)
+        except (OSError, SealingError) as exc:
+            raise ConfigError(f"archive key {archive_key}: {exc}") from None
         for store in settings.stores:
             if isinstance(store, LocalStoreSettings):
                 try:
@@ -65,6 +71,27 @@ class Archive:
                 except OSError as exc:
                     raise ConfigError(f"stores({store.name}).path: cannot create: {exc}") from None
         return cls.open(home), created
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.settings.home / "staging"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.settings.home / "quarantine"
+
+    @property
+    def key_file(self) -> Path:
+        return self.settings.home / "keys" / "archive.key"
+
+    @cached_property
+    def key(self) -> ArchiveKey:
+        """The key that seals precise locations. Never recreated silently: without the original,
+        sealed locations are lost, so a missing key is an error to fix from backup."""
+        try:
+            return ArchiveKey.load(self.key_file)
+        except SealingError as exc:
+            raise ConfigError(f"{exc}; restore it from your key backup") from None
 
     @cached_property
     def queue(self) -> JobQueue:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from arkhiv.errors import ConfigError
 from arkhiv.policies import AccessPolicy, LocationPolicy, PreservationPolicy
+from arkhiv.policies.ingest import IngestPolicy
 
 CONFIG_FILE_NAME = "arkhiv.toml"
 ENV_PREFIX = "ARKHIV_"
@@ -121,6 +122,7 @@ class Settings(BaseSettings):
     preservation: PreservationPolicy = Field(default_factory=PreservationPolicy)
     access: AccessPolicy = Field(default_factory=AccessPolicy)
     location: LocationPolicy = Field(default_factory=LocationPolicy)
+    ingest: IngestPolicy = Field(default_factory=IngestPolicy)
     jobs: JobSettings = Field(default_factory=JobSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

@@ -158,6 +158,22 @@ class JobQueue:
             row = conn.execute(_CLAIM[bool(queues)], params).first()
             return Job.from_row(row) if row else None
 
+    def claim_job(self, job_id: int, owner: str, lease_seconds: float) -> Job | None:
+        """Lease one particular job if it is due (e.g. `arkhiv submit --wait` running its own
+        ingest); None when it is running elsewhere, finished or backing off."""
+        with writing(self.engine) as conn:
+            at = now(conn)
+            row = conn.execute(
+                _CLAIM_ONE,
+                {
+                    "job_id": job_id,
+                    "owner": owner,
+                    "at": at,
+                    "expires": at + timedelta(seconds=lease_seconds),
+                },
+            ).first()
+            return Job.from_row(row) if row else None
+
     def heartbeat(
         self,
         job_id: int,
@@ -307,7 +323,7 @@ class JobQueue:
 # The hot statements are built once: constructing a statement costs more than running it.
 
 
-def _claim_statement(by_queue: bool):
+def _claim_statement(by_queue: bool = False, by_id: bool = False):
     at = bindparam("at", type_=jobs.c.run_after.type)
     due = or_(
         and_(jobs.c.status == "queued", jobs.c.run_after <= at),
@@ -320,6 +336,8 @@ def _claim_statement(by_queue: bool):
     candidate = select(jobs.c.id).where(due)
     if by_queue:
         candidate = candidate.where(jobs.c.queue.in_(bindparam("queues", expanding=True)))
+    if by_id:
+        candidate = candidate.where(jobs.c.id == bindparam("job_id"))
     candidate = (
         candidate.order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
         .limit(1)
@@ -342,7 +360,8 @@ def _claim_statement(by_queue: bool):
     )
 
 
-_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+_CLAIM = {False: _claim_statement(), True: _claim_statement(by_queue=True)}
+_CLAIM_ONE = _claim_statement(by_id=True)
 _HELD = (
     jobs.c.id == bindparam("job_id"),
     jobs.c.status == "running",

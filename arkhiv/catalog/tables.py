@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -186,6 +187,45 @@ replicas = Table(
 )
 Index("ix_replicas_store_last_audit", replicas.c.store_id, replicas.c.last_audit_at)
 
+# Submissions: every package received, accepted or not -----------------------------------------
+
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # UUID
+    # received, ingesting, accepted, rejected (in quarantine), archived, purged
+    Column("status", String(32), nullable=False, index=True),
+    Column("source_name", Text, nullable=False),  # the file or folder name as submitted
+    Column("submitted_by", String(255), nullable=False, server_default=""),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("staging_path", Text, nullable=True),
+    Column("quarantine_path", Text, nullable=True),
+    Column("file_count", Integer, nullable=True),
+    Column("payload_bytes", BigInteger, nullable=True),
+    # sha256 over the sorted (path, sha512) list of the payload: the same package twice
+    Column("payload_fingerprint", String(64), nullable=True, index=True),
+    Column("summary", Text, nullable=False, server_default=""),
+    Column("report", JSON, nullable=True),
+    Column("public_location", JSON, nullable=True),  # coarse only
+    Column("object_id", String(255), ForeignKey("objects.id"), nullable=True),
+)
+
+# Precise locations, sealed with the archive key (AES-GCM); never stored in clear.
+sealed_locations = Table(
+    "sealed_locations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("submission_id", String(64), ForeignKey("submissions.id"), nullable=False, index=True),
+    Column("object_id", String(255), ForeignKey("objects.id"), nullable=True, index=True),
+    Column("source_path", Text, nullable=False),  # which file carries it (to strip on access)
+    Column("kind", String(64), nullable=False),  # exif-gps, xmp-gps, capture-metadata, ...
+    Column("key_id", String(32), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 # PREMIS events --------------------------------------------------------------------------------
 
 premis_events = Table(
@@ -193,6 +233,7 @@ premis_events = Table(
     metadata,
     Column("id", String(64), primary_key=True),  # a UUID, also the PREMIS eventIdentifier
     Column("object_id", String(255), ForeignKey("objects.id"), nullable=True, index=True),
+    Column("submission_id", String(64), ForeignKey("submissions.id"), nullable=True, index=True),
     Column("version_number", Integer, nullable=True),
     Column("file_id", Integer, ForeignKey("files.id"), nullable=True),
     Column("event_type", String(255), nullable=False),  # id.loc.gov eventType URI

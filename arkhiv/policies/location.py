@@ -1,3 +1,5 @@
+import math
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +15,60 @@ class LocationPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     public_precision_km: float = Field(25.0, gt=0, le=1000)
-    method: Literal["grid", "region-name"] = "grid"
+    method: Literal["grid"] = "grid"
     log_precise_access: bool = Field(
         True, description="write every disclosure of a precise location to the audit log"
+    )
+
+
+EARTH_KM_PER_DEGREE = 111.32
+
+
+@dataclass(frozen=True)
+class CoarseLocation:
+    """What the public may see: a grid cell (and its centre), never the capture point."""
+
+    latitude: float  # centre of the cell
+    longitude: float
+    cell_km: float
+    south: float
+    west: float
+    north: float
+    east: float
+    country: str | None = None
+
+    def as_dict(self) -> dict[str, float | str | None]:
+        return asdict(self)
+
+
+def coarsen(
+    latitude: float, longitude: float, policy: LocationPolicy, country: str | None = None
+) -> CoarseLocation:
+    """Snap a point to a grid of cells about `public_precision_km` wide.
+
+    Rows are fixed bands of latitude; in each band, cells are as many degrees of longitude as
+    make the same distance at the band's middle, so cells stay ~square from the equator to the
+    poles. Everyone inside a cell gets the same answer, so repeated queries reveal nothing more.
+    """
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise ValueError(f"not a WGS84 position: {latitude}, {longitude}")
+    step_lat = policy.public_precision_km / EARTH_KM_PER_DEGREE
+    row = min(math.floor((latitude + 90) / step_lat), math.ceil(180 / step_lat) - 1)
+    south = -90 + row * step_lat
+    north = min(90.0, south + step_lat)
+    middle = (south + north) / 2
+    columns = max(1, math.floor(360 * math.cos(math.radians(middle)) / step_lat))
+    step_lon = 360 / columns
+    column = min(math.floor((longitude + 180) / step_lon), columns - 1)
+    west = -180 + column * step_lon
+    east = west + step_lon
+    return CoarseLocation(
+        latitude=round(middle, 4),
+        longitude=round((west + east) / 2, 4),
+        cell_km=policy.public_precision_km,
+        south=round(south, 4),
+        west=round(west, 4),
+        north=round(north, 4),
+        east=round(east, 4),
+        country=country,
     )
