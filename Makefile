@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install install-test system-packages clean
+.PHONY: run test lint format install install-test system-packages-run system-packages-test clean
 
 run: install
 	$(BIN)/arkhiv init
@@ -23,8 +23,8 @@ format: install-test
 	$(BIN)/ruff format arkhiv tests bench
 	$(BIN)/ruff check --fix arkhiv tests bench
 
-install: $(VENV)/.installed-run
-install-test: $(VENV)/.installed-test system-packages
+install: $(VENV)/.installed-run system-packages-run
+install-test: $(VENV)/.installed-test system-packages-test
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Arkhiv needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -32,16 +32,19 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,formats]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[postgres,test]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,test]'
 	@touch $@ $(VENV)/.installed-run
 
-# Debian packages the tests need, installed with apt when missing and running as root.
-system-packages:
-	@bash scripts/ensure-debian-packages.sh $(shell cat scripts/debian-packages-test.txt | grep -v '^#')
+# Debian packages, installed with apt when missing and running as root.
+system-packages-run:
+	@bash scripts/ensure-debian-packages.sh $(shell grep -v '^#' scripts/debian-packages-run.txt)
+
+system-packages-test:
+	@bash scripts/ensure-debian-packages.sh $(shell grep -hv '^#' scripts/debian-packages-run.txt scripts/debian-packages-test.txt)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-results

@@ -347,6 +347,250 @@ def jobs_retry(job_id: int) -> None:
     out.print(f"job {job_id} queued again")
 
 
+quarantine_app = typer.Typer(help="Rejected packages and their reports.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+submissions_app = typer.Typer(help="Packages received, accepted or not.", no_args_is_help=True)
+app.add_typer(submissions_app, name="submissions")
+
+
+@app.command()
+def submit(
+    path: Path = typer.Argument(..., help="A bag: a folder, .zip, .tar or .tar.gz."),
+    wait: bool = typer.Option(False, "--wait", help="Run the ingest now and wait for its outcome."),
+    submitted_by: str = typer.Option("", "--as", help="Who submits (recorded in the catalog)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Submit a package: it is unpacked into staging, validated, virus-checked, identified and
+    characterized; precise locations are sealed. Exit 1 if it is rejected."""
+    from arkhiv.jobs.ingest import receive_submission
+    from arkhiv.jobs.worker import Worker
+
+    if not path.exists():
+        raise ArkhivError(f"{path}: no such file or folder")
+    archive = _open()
+    try:
+        submission_id, job_id, problems = receive_submission(archive, path, submitted_by)
+        if job_id is not None and wait:
+            worker = Worker(archive, [])
+            job = archive.queue.claim_job(job_id, worker.owner, archive.settings.jobs.lease_seconds)
+            if job is not None:
+                with err.status(f"ingesting {path.name}"):
+                    worker.execute(job)
+            _wait_for(archive, job_id)
+        report = _submission_report(archive, submission_id)
+    finally:
+        archive.close()
+    if as_json:
+        _print_json(report)
+    else:
+        out.print(f"submission [bold]{submission_id}[/bold]: {report['status']}")
+        if report.get("summary"):
+            out.print(report["summary"], markup=False, highlight=False)
+    if report["status"] == "rejected" or problems:
+        sys.exit(1)
+
+
+def _wait_for(archive, job_id: int) -> None:
+    import time
+
+    while (job := archive.queue.get(job_id)) is not None and job.status in ("queued", "running"):
+        time.sleep(0.5)
+    if job is not None and job.status == "dead":
+        raise ArkhivError(f"ingest job {job_id} failed: {(job.last_error or '').splitlines()[0]}")
+
+
+def _submission_report(archive, submission_id: str) -> dict[str, Any]:
+    from arkhiv.catalog import events, submissions
+    from arkhiv.catalog.database import reading
+
+    with reading(archive.engine) as conn:
+        row = submissions.get(conn, submission_id)
+        if row is None:
+            raise ArkhivError(f"no submission {submission_id}")
+        row["events"] = events.events_for_submission(conn, submission_id)
+        row["sealed_locations"] = [
+            {"source": s["source_path"], "kind": s["kind"], "key_id": s["key_id"]}
+            for s in submissions.sealed_locations_of(conn, submission_id)
+        ]
+    return row
+
+
+@app.command()
+def bag(
+    source: Path = typer.Argument(..., help="A plain folder: photos, a Polycam export, scans."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the new bag."),
+    info: list[str] = typer.Option(
+        None, "--info", help="A bag-info.txt field, LABEL=VALUE (repeatable)."
+    ),
+    metadata: Path | None = typer.Option(
+        None,
+        "--metadata",
+        help="A capture-metadata.json to include (see docs/submission-format.md).",
+    ),
+) -> None:
+    """Turn a plain folder into a BagIt 1.0 bag (sha512 and sha256 manifests), leaving the
+    folder untouched."""
+    from arkhiv.ingest.bagging import make_bag
+    from arkhiv.ingest.capture_metadata import check_capture_document
+    from arkhiv.ingest.model import IntakeError, Outcome
+
+    document = None
+    if metadata is not None:
+        try:
+            document = json.loads(metadata.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArkhivError(f"{metadata}: {exc}") from None
+        _, checks = check_capture_document(document)
+        problems = [c.reason for c in checks if c.outcome == Outcome.FAIL]
+        if problems:
+            raise ArkhivError(f"{metadata}: " + "; ".join(problems))
+
+    fields = {}
+    for item in info or []:
+        label, sep, value = item.partition("=")
+        if not sep or not label.strip():
+            raise typer.BadParameter(f"{item!r} is not LABEL=VALUE", param_hint="--info")
+        fields[label.strip()] = value.strip()
+    if not source.is_dir():
+        raise ArkhivError(f"{source}: not a folder")
+    try:
+        made = make_bag(source, output, fields, capture_metadata=document)
+    except IntakeError as exc:
+        raise ArkhivError(f"cannot bag {source}: {exc}") from None
+    out.print(f"bag written to {made}")
+
+
+@submissions_app.command("list")
+def submissions_list(
+    submission_status: str | None = typer.Option(None, "--status"),
+    limit: int = typer.Option(50, min=1),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The newest submissions."""
+    from arkhiv.catalog import submissions
+    from arkhiv.catalog.database import reading
+
+    archive = _open()
+    try:
+        with reading(archive.engine) as conn:
+            rows = submissions.find(conn, submission_status, limit)
+    finally:
+        archive.close()
+    _print_submissions(rows, as_json)
+
+
+@submissions_app.command("show")
+def submissions_show(submission_id: str, as_json: bool = JSON_OPTION) -> None:
+    """One submission: its report, PREMIS events and where its locations are sealed."""
+    archive = _open()
+    try:
+        report = _submission_report(archive, submission_id)
+    finally:
+        archive.close()
+    _print_submission(report, as_json)
+
+
+@quarantine_app.command("list")
+def quarantine_list(as_json: bool = JSON_OPTION) -> None:
+    """Rejected packages kept in quarantine."""
+    from arkhiv.catalog import submissions
+    from arkhiv.catalog.database import reading
+
+    archive = _open()
+    try:
+        with reading(archive.engine) as conn:
+            rows = submissions.find(conn, "rejected", 1000)
+    finally:
+        archive.close()
+    _print_submissions(rows, as_json)
+
+
+@quarantine_app.command("show")
+def quarantine_show(submission_id: str, as_json: bool = JSON_OPTION) -> None:
+    """Why a package was rejected, check by check."""
+    archive = _open()
+    try:
+        report = _submission_report(archive, submission_id)
+    finally:
+        archive.close()
+    if report["status"] not in ("rejected", "purged"):
+        raise ArkhivError(f"submission {submission_id} is {report['status']}, not quarantined")
+    _print_submission(report, as_json)
+
+
+@quarantine_app.command("purge")
+def quarantine_purge(
+    submission_id: str | None = typer.Argument(None, help="One submission (default: all)."),
+    older_than: float | None = typer.Option(
+        None, "--older-than", help="Only packages rejected more than this many days ago."
+    ),
+) -> None:
+    """Delete quarantined packages; their reports and events stay in the catalog."""
+    from datetime import UTC, datetime, timedelta
+
+    from arkhiv.catalog import submissions
+    from arkhiv.catalog.database import reading
+    from arkhiv.jobs.ingest import purge
+
+    archive = _open()
+    try:
+        if submission_id:
+            targets = [submission_id]
+        else:
+            with reading(archive.engine) as conn:
+                rows = submissions.find(conn, "rejected", 100_000)
+            cutoff = datetime.now(UTC) - timedelta(days=older_than or 0)
+            targets = [r["id"] for r in rows if (r["finished_at"] or r["received_at"]) <= cutoff]
+        for target in targets:
+            purge(archive, target)
+    finally:
+        archive.close()
+    out.print(f"purged {len(targets)} quarantined package(s)")
+
+
+def _print_submissions(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        _print_json([{k: v for k, v in r.items() if k != "report"} for r in rows])
+        return
+    table = Table()
+    for column in ("id", "status", "source", "received", "files", "summary"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["status"],
+            r["source_name"],
+            r["received_at"].isoformat(timespec="seconds"),
+            str(r["file_count"] or ""),
+            (r["summary"] or "").splitlines()[0][:70] if r["summary"] else "",
+        )
+    out.print(table)
+
+
+def _print_submission(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(report)
+        return
+    out.print(f"[bold]{report['id']}[/bold] {report['status']} ({report['source_name']})")
+    out.print(report.get("summary") or "", markup=False, highlight=False)
+    if report.get("quarantine_path"):
+        out.print(f"quarantined at {report['quarantine_path']}")
+    if report.get("public_location"):
+        loc = report["public_location"]
+        out.print(
+            f"public location: cell of {loc['cell_km']:g} km around "
+            f"{loc['latitude']}, {loc['longitude']}"
+        )
+    for event in report["events"]:
+        label = event["event_type"].rsplit("/", 1)[-1]
+        out.print(
+            f"  {event['occurred_at'].isoformat(timespec='seconds')} {label} "
+            f"{event['outcome']}: {event['detail']}",
+            markup=False,
+            highlight=False,
+        )
+
+
 def _bytes(size: int | None) -> str:
     if size is None:
         return ""

@@ -22,6 +22,19 @@ class IngestPolicy(BaseModel):
         4 * GIB, gt=0, description="data ClamAV reads from one file, archives unpacked included"
     )
     clamd_socket: str | None = Field(
-        None, description="clamd's UNIX socket; without it clamscan is run"
+        None,
+        description="clamd's UNIX socket; without it clamscan is run. clamd.conf must say "
+        "AlertExceedsMax yes (else clamd passes files over its limits as clean) and should say "
+        "AlertEncryptedArchive yes",
+    )
+    clamav_database: str | None = Field(
+        None,
+        description="signature database (a directory or one file) given to clamscan as "
+        "--database; None: ClamAV's default. clamd loads its own, set in clamd.conf",
+    )
+    reject_unscannable: bool = Field(
+        False,
+        description="reject a package with a file ClamAV could not scan (2 GiB or more, over "
+        "the scan limits, encrypted) instead of accepting it with a warning",
     )
     quarantine_retention_days: float = Field(90, gt=0)

@@ -1,0 +1,349 @@
+"""OAIS ingest up to a checked submission: a function from a staged bag folder to an
+`IngestResult`, with no catalog and no stores involved (the job handler records the result).
+
+Order matters: the virus check runs before any parser (identification, characterization) sees a
+file, and an infected package is never parsed at all."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from arkhiv import __version__
+from arkhiv.ingest.bag import validate_bag
+from arkhiv.ingest.capture_metadata import (
+    CaptureMetadata,
+    precise_location,
+    public_metadata,
+    read_capture_metadata,
+    redact_bag_info,
+    validate_profile,
+)
+from arkhiv.ingest.characterize import characterize
+from arkhiv.ingest.identify import Identifier, detect_polycam_export
+from arkhiv.ingest.model import (
+    Characterization,
+    Check,
+    GeoLocation,
+    Identification,
+    Outcome,
+)
+from arkhiv.ingest.virus import scan_tree
+from arkhiv.metadata.premis_vocabulary import EventType
+from arkhiv.policies.ingest import IngestPolicy
+
+Progress = Callable[[float, str], None]
+ARKHIV_AGENT = ("Arkhiv", __version__)
+
+# Keys of characterization properties that locate a site. They never leave ingest in clear: the
+# coordinates themselves are sealed, and extents in a georeferenced frame reveal the place too.
+_LOCATING_KEYS = (
+    "gps",
+    "latitude",
+    "longitude",
+    "altitude",
+    "coordinate",
+    "georef",
+    "centre",
+    "center",
+    "position",
+    "crs",
+    "wkt",
+    "offset",
+    "bound",
+    "bbox",
+    "extent",
+    "min",
+    "max",
+)
+
+
+@dataclass
+class StepRecord:
+    """One ingest step, recorded as a PREMIS event."""
+
+    event: EventType
+    started_at: datetime
+    ended_at: datetime
+    outcome: str  # success, failure, warning
+    detail: str
+    software: list[tuple[str, str]] = field(default_factory=list)  # (name, version)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event_type": self.event.uri,
+            "label": self.event.label,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat(),
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "software": [{"name": n, "version": v} for n, v in self.software],
+        }
+
+
+@dataclass
+class FileReport:
+    path: str  # relative to the bag root, as in the manifest
+    size: int
+    digests: dict[str, str]
+    disk_path: str = ""  # the name on disk, when its Unicode normalization differs (macOS)
+    identification: Identification | None = None
+    characterization: Characterization | None = None
+
+    @property
+    def carries_location(self) -> bool:
+        c = self.characterization
+        return bool(c and (c.locations or c.properties.get("has_location")))
+
+    def public_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "path": self.path,
+            "size": self.size,
+            "digests": self.digests,
+            "carries_location": self.carries_location,
+        }
+        if self.identification:
+            entry["format"] = asdict(self.identification)
+        if self.characterization:
+            c = self.characterization
+            properties = c.properties
+            if self.carries_location:
+                properties = {k: v for k, v in properties.items() if not _locating(k)}
+            entry["characterization"] = {
+                "valid": c.valid,
+                "problems": c.problems,
+                "properties": properties,
+                "tool": c.tool,
+            }
+        return entry
+
+
+def _locating(key: str) -> bool:
+    lowered = key.lower()
+    return lowered != "has_location" and any(part in lowered for part in _LOCATING_KEYS)
+
+
+@dataclass
+class IngestResult:
+    bag_root: Path
+    checks: list[Check] = field(default_factory=list)
+    files: list[FileReport] = field(default_factory=list)
+    tag_files: dict[str, dict[str, str]] = field(default_factory=dict)
+    bag_version: str | None = None
+    bag_info: dict[str, list[str]] = field(default_factory=dict)
+    metadata: CaptureMetadata | None = None
+    locations: list[GeoLocation] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    capture_layout: dict[str, Any] | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return not any(check.outcome == Outcome.FAIL for check in self.checks)
+
+    @property
+    def infected(self) -> bool:
+        return any(
+            c.name == "virus.scan" and c.outcome == Outcome.FAIL and c.detail.get("signature")
+            for c in self.checks
+        )
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(entry.size for entry in self.files)
+
+    def fingerprint(self) -> str | None:
+        """The same payload (paths and contents) gives the same fingerprint, however packaged."""
+        if not self.files or any("sha512" not in f.digests for f in self.files):
+            return None
+        digest = hashlib.sha256()
+        for entry in sorted(self.files, key=lambda f: f.path):
+            digest.update(f"{entry.path}\0{entry.digests['sha512']}\n".encode())
+        return digest.hexdigest()
+
+    def problems(self) -> list[Check]:
+        return [c for c in self.checks if c.outcome in (Outcome.FAIL, Outcome.WARN)]
+
+    def summary(self) -> str:
+        failures = [c for c in self.checks if c.outcome == Outcome.FAIL]
+        warnings = [c for c in self.checks if c.outcome == Outcome.WARN]
+        verdict = "accepted" if self.accepted else "rejected"
+        lines = [
+            f"{verdict}: {len(self.files)} payload files, {self.payload_bytes} bytes, "
+            f"{len(failures)} failure(s), {len(warnings)} warning(s), "
+            f"{len(self.locations)} precise location(s) sealed"
+        ]
+        for check in failures + warnings:
+            where = f" [{check.path}]" if check.path else ""
+            lines.append(f"  {check.outcome.upper()} {check.name}{where}: {check.reason}")
+        return "\n".join(lines)
+
+    def report(self) -> dict[str, Any]:
+        """The ingest report. Safe to keep with the package: no precise coordinates in it."""
+        return {
+            "accepted": self.accepted,
+            "summary": self.summary(),
+            "bag": {"version": self.bag_version, "bag_info": redact_bag_info(self.bag_info)},
+            "capture_layout": self.capture_layout,
+            "metadata": public_metadata(self.metadata) if self.metadata else None,
+            "checks": [check.as_dict() for check in self.checks],
+            "files": [entry.public_dict() for entry in self.files],
+            "tag_files": self.tag_files,
+            "locations": [
+                {"source": location.source, "kind": location.kind, "sealed": True}
+                for location in self.locations
+            ],
+            "steps": [step.as_dict() for step in self.steps],
+            "software": {"arkhiv": __version__, "python": platform.python_version()},
+        }
+
+
+class _Step:
+    """Times a step and turns what it found into its PREMIS outcome."""
+
+    def __init__(self, result: IngestResult, event: EventType, software=()) -> None:
+        self.result = result
+        self.event = event
+        self.software = list(software)
+        self.checks: list[Check] = []
+        self.detail = ""
+
+    def __enter__(self) -> _Step:
+        self.started = datetime.now(UTC)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        outcomes = {check.outcome for check in self.checks}
+        outcome = (
+            "failure"
+            if Outcome.FAIL in outcomes
+            else "warning"
+            if Outcome.WARN in outcomes
+            else "success"
+        )
+        self.result.checks.extend(self.checks)
+        self.result.steps.append(
+            StepRecord(
+                self.event,
+                self.started,
+                datetime.now(UTC),
+                outcome,
+                self.detail,
+                [ARKHIV_AGENT, *self.software],
+            )
+        )
+
+
+def run_ingest(
+    bag_root: Path,
+    policy: IngestPolicy,
+    identifier: Identifier,
+    *,
+    processes: int = 2,
+    progress: Progress | None = None,
+) -> IngestResult:
+    report = progress or (lambda _fraction, _message: None)
+    result = IngestResult(bag_root=bag_root)
+
+    report(0.02, "validating the bag")
+    with _Step(result, EventType.VALIDATION, [("bagit-python", _bagit_version())]) as step:
+        bag = validate_bag(bag_root, processes=processes)
+        step.checks.extend(bag.checks)
+        result.bag_version = bag.version
+        result.bag_info = bag.bag_info
+        result.tag_files = bag.tag_files
+        step.detail = f"BagIt {bag.version}: {len(bag.payload)} payload files, checksums verified"
+        step.checks.extend(validate_profile(bag_root))
+    with _Step(result, EventType.MESSAGE_DIGEST_CALCULATION) as step:
+        for path, digests in sorted(bag.payload.items()):
+            disk_path = bag.on_disk.get(path, path)
+            size = bag.sizes.get(path)
+            if size is None:
+                size = _size(bag_root / disk_path)
+            result.files.append(FileReport(path, size, digests, disk_path))
+        step.detail = "sha512 and sha256 of every payload file, in the validation's single read"
+
+    report(0.35, "scanning for viruses")
+    with _Step(result, EventType.VIRUS_CHECK) as step:
+        scan = scan_tree(bag_root, policy)
+        step.software.append(("ClamAV", scan.engine))
+        step.checks.extend(scan.checks)
+        step.detail = (
+            f"{len(scan.infected)} infected, {len(scan.unscannable)} not scannable"
+            if not scan.clean
+            else "no virus found"
+        )
+    if result.infected:
+        return result  # nothing parses an infected package
+
+    report(0.5, "reading the capture metadata")
+    with _Step(result, EventType.METADATA_EXTRACTION) as step:
+        metadata, checks = read_capture_metadata(bag_root, bag.bag_info)
+        step.checks.extend(checks)
+        result.metadata = metadata
+        if metadata is not None:
+            located = precise_location(metadata)
+            if located is not None:
+                result.locations.append(located)
+        step.detail = "capture metadata read" if metadata else "no usable capture metadata"
+
+    report(0.55, "identifying formats")
+    with _Step(result, EventType.FORMAT_IDENTIFICATION, [identifier.software]) as step:
+        for entry in result.files:
+            entry.identification = identifier.identify(bag_root / entry.disk_path)
+            if entry.identification.warning:
+                step.checks.append(
+                    Check(
+                        "format.identification",
+                        Outcome.WARN,
+                        entry.identification.warning,
+                        entry.path,
+                    )
+                )
+        result.capture_layout = detect_polycam_export(bag_root / "data")
+        unidentified = sum(
+            1 for f in result.files if not f.identification.puid and not f.identification.mime_type
+        )
+        step.detail = f"{len(result.files)} files identified, {unidentified} unknown"
+
+    with _Step(result, EventType.METADATA_EXTRACTION) as step:
+        total = max(1, len(result.files))
+        for number, entry in enumerate(result.files, 1):
+            report(0.6 + 0.38 * number / total, f"characterizing {entry.path}")
+            entry.characterization = characterize(bag_root / entry.disk_path, entry.identification)
+            c = entry.characterization
+            if c.valid is False:
+                step.checks.append(
+                    Check(
+                        "format.validity",
+                        Outcome.FAIL,
+                        "; ".join(c.problems) or "not a valid file of its format",
+                        entry.path,
+                    )
+                )
+            for location in c.locations:
+                location.source = entry.path
+                result.locations.append(location)
+        step.detail = (
+            f"{len(result.files)} files characterized; "
+            f"{sum(f.carries_location for f in result.files)} carry location data"
+        )
+    report(1.0, "checked")
+    return result
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _bagit_version() -> str:
+    from importlib.metadata import version
+
+    return version("bagit")

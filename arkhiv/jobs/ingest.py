@@ -1,0 +1,277 @@
+"""Submissions from intake to a recorded outcome: receive a package into staging and queue it;
+the `ingest.submission` job runs the ingest pipeline and records the result in the catalog in
+one transaction (PREMIS events, sealed locations, coarse public location). Rejected packages
+move to quarantine with their report; nothing of them enters the archive."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from arkhiv.archive import Archive
+from arkhiv.catalog import events, submissions
+from arkhiv.catalog.database import reading, writing
+from arkhiv.catalog.queue import enqueue
+from arkhiv.errors import ArkhivError
+from arkhiv.ingest.identify import Identifier
+from arkhiv.ingest.model import Check, IntakeError, Outcome
+from arkhiv.ingest.pipeline import ARKHIV_AGENT, IngestResult, run_ingest
+from arkhiv.ingest.unpack import receive
+from arkhiv.jobs.registry import JobContext, PermanentJobError, job_handler
+from arkhiv.metadata.premis_vocabulary import EventType
+from arkhiv.policies.location import coarsen
+
+QUEUE = "ingest"
+KIND = "ingest.submission"
+REPORT_NAME = "ingest-report.json"
+
+
+def receive_submission(
+    archive: Archive, source: Path, submitted_by: str = ""
+) -> tuple[str, int | None, list[str]]:
+    """Stage a package and queue its ingest. Returns (submission id, job id, intake problems);
+    a package that cannot even be unpacked safely gets no job and its problems are recorded."""
+    submission_id = str(uuid.uuid4())
+    staging = archive.staging_dir / submission_id
+    staging.mkdir(parents=True, mode=0o700)
+    with writing(archive.engine) as conn:
+        submissions.create(conn, submission_id, source.name, submitted_by, str(staging))
+        _event(
+            conn,
+            submission_id,
+            EventType.INGESTION_START,
+            "success",
+            f"package {source.name!r} received",
+        )
+    try:
+        bag_root = receive(source, staging / "package", archive.settings.ingest)
+    except IntakeError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        checks = [Check("intake", Outcome.FAIL, problem) for problem in exc.problems]
+        report = {
+            "accepted": False,
+            "summary": "rejected at intake: " + "; ".join(exc.problems),
+            "checks": [check.as_dict() for check in checks],
+        }
+        with writing(archive.engine) as conn:
+            _event(conn, submission_id, EventType.UNPACKING, "failure", "; ".join(exc.problems))
+            _event(conn, submission_id, EventType.INGESTION_END, "failure", "rejected at intake")
+            submissions.finish(
+                conn,
+                submission_id,
+                "rejected",
+                report=report,
+                summary=report["summary"],
+                staging_path=None,
+            )
+        return submission_id, None, exc.problems
+    with writing(archive.engine) as conn:
+        _event(
+            conn,
+            submission_id,
+            EventType.UNPACKING,
+            "success",
+            f"unpacked into staging as {bag_root.relative_to(staging)}",
+        )
+        submissions.update_fields(conn, submission_id, staging_path=str(bag_root))
+        job_id, _ = enqueue(
+            conn,
+            QUEUE,
+            KIND,
+            {"submission": submission_id},
+            unique_key=f"{KIND}:{submission_id}",
+            max_attempts=archive.settings.jobs.max_attempts,
+        )
+    return submission_id, job_id, []
+
+
+@job_handler(KIND)
+def ingest_submission(ctx: JobContext) -> dict[str, Any]:
+    return process_submission(ctx.archive, ctx.payload["submission"], ctx.progress)
+
+
+def process_submission(archive: Archive, submission_id: str, progress=None) -> dict[str, Any]:
+    with reading(archive.engine) as conn:
+        row = submissions.get(conn, submission_id)
+    if row is None:
+        raise PermanentJobError(f"no submission {submission_id}")
+    if row["status"] not in ("received", "ingesting"):
+        return {"status": row["status"]}  # already done (a retried job after a crash)
+    bag_root = Path(row["staging_path"])
+    if not bag_root.is_dir():
+        raise PermanentJobError(f"staging for {submission_id} is gone: {bag_root}")
+    with writing(archive.engine) as conn:
+        submissions.update_fields(conn, submission_id, status="ingesting")
+
+    result = run_ingest(bag_root, archive.settings.ingest, _identifier(), progress=progress)
+    fingerprint = result.fingerprint()
+    with reading(archive.engine) as conn:
+        earlier = submissions.holders_of(conn, fingerprint, submission_id) if fingerprint else []
+    if earlier and result.accepted:
+        held = ", ".join(
+            f"{e['id']}" + (f" (object {e['object_id']})" if e["object_id"] else "")
+            for e in earlier
+        )
+        result.checks.append(
+            Check(
+                "duplicate",
+                Outcome.FAIL,
+                f"the same payload is already in the archive: submission {held}",
+                detail={"submissions": [e["id"] for e in earlier]},
+            )
+        )
+
+    public_location = _public_location(archive, result)
+    report = result.report()
+    report["submission"] = submission_id
+    report["public_location"] = public_location
+    status = "accepted" if result.accepted else "rejected"
+    place = bag_root.parent.parent
+    if status == "rejected":
+        place = _quarantine(archive, submission_id, bag_root.parent.parent)
+    (place / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (place / "ingest-report.txt").write_text(result.summary() + "\n")
+
+    key = archive.key
+    with writing(archive.engine) as conn:
+        for step in result.steps:
+            agents = [
+                (events.ensure_agent(conn, "software", name, version), "executing program")
+                for name, version in step.software
+            ]
+            events.record_event(
+                conn,
+                step.event.uri,
+                step.outcome,
+                step.detail,
+                occurred_at=step.ended_at,
+                submission_id=submission_id,
+                agents_by_role=agents,
+            )
+        for location in result.locations:
+            context = f"{submission_id}:{location.source}"
+            sealed = key.seal(_location_document(location), context)
+            submissions.add_sealed_location(
+                conn,
+                submission_id,
+                location.source,
+                location.kind,
+                sealed.key_id,
+                sealed.nonce,
+                sealed.ciphertext,
+            )
+        if result.locations:
+            _event(
+                conn,
+                submission_id,
+                EventType.ENCRYPTION,
+                "success",
+                f"{len(result.locations)} precise location(s) sealed with AES-256-GCM "
+                f"under key {key.key_id}",
+            )
+        if status == "rejected":
+            _event(
+                conn,
+                submission_id,
+                EventType.QUARANTINE,
+                "success",
+                f"rejected package moved to quarantine: {place}",
+            )
+        _event(
+            conn,
+            submission_id,
+            EventType.INGESTION_END,
+            "success" if result.accepted else "failure",
+            result.summary().splitlines()[0],
+        )
+        values: dict[str, Any] = {
+            "report": report,
+            "summary": result.summary(),
+            "payload_fingerprint": fingerprint,
+            "file_count": len(result.files),
+            "payload_bytes": result.payload_bytes,
+            "public_location": public_location,
+        }
+        if status == "rejected":
+            values.update(quarantine_path=str(place), staging_path=None)
+        submissions.finish(conn, submission_id, status, **values)
+    return {"submission": submission_id, "status": status, "summary": result.summary()}
+
+
+def _quarantine(archive: Archive, submission_id: str, staged: Path) -> Path:
+    target = archive.quarantine_dir / submission_id
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.move(str(staged), str(target))
+    target.chmod(0o700)
+    return target
+
+
+def _public_location(archive: Archive, result: IngestResult) -> dict[str, Any] | None:
+    """The coarse cell for the public, from the best precise location found."""
+    if not result.locations:
+        return None
+    ranked = sorted(result.locations, key=lambda loc: loc.kind != "capture-metadata")
+    best = ranked[0]
+    if best.crs and best.crs not in ("EPSG:4326", "WGS84"):
+        return None
+    country = None
+    if result.metadata is not None:
+        country = getattr(result.metadata.object, "country", None)
+    return coarsen(best.latitude, best.longitude, archive.settings.location, country).as_dict()
+
+
+def _location_document(location) -> dict[str, Any]:
+    return {
+        "latitude": location.latitude,
+        "longitude": location.longitude,
+        "altitude": location.altitude,
+        "kind": location.kind,
+        "crs": location.crs,
+        "source": location.source,
+    }
+
+
+def _event(conn, submission_id: str, event: EventType, outcome: str, detail: str) -> None:
+    agent = events.ensure_agent(conn, "software", *ARKHIV_AGENT)
+    events.record_event(
+        conn,
+        event.uri,
+        outcome,
+        detail,
+        submission_id=submission_id,
+        agents_by_role=[(agent, "executing program")],
+    )
+
+
+_IDENTIFIER: Identifier | None = None
+
+
+def _identifier() -> Identifier:
+    """Loading PRONOM signatures takes a while; a worker loads them once."""
+    global _IDENTIFIER
+    if _IDENTIFIER is None:
+        _IDENTIFIER = Identifier()
+    return _IDENTIFIER
+
+
+def purge(archive: Archive, submission_id: str) -> None:
+    with reading(archive.engine) as conn:
+        row = submissions.get(conn, submission_id)
+    if row is None:
+        raise ArkhivError(f"no submission {submission_id}")
+    if row["status"] != "rejected":
+        raise ArkhivError(f"submission {submission_id} is {row['status']}, not in quarantine")
+    if row["quarantine_path"]:
+        shutil.rmtree(row["quarantine_path"], ignore_errors=True)
+    with writing(archive.engine) as conn:
+        _event(
+            conn,
+            submission_id,
+            EventType.DELETION,
+            "success",
+            "quarantined package purged; its report stays in the catalog",
+        )
+        submissions.update_fields(conn, submission_id, status="purged", quarantine_path=None)
