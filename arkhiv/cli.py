@@ -358,6 +358,9 @@ def submit(
     path: Path = typer.Argument(..., help="A bag: a folder, .zip, .tar or .tar.gz."),
     wait: bool = typer.Option(False, "--wait", help="Run the ingest now and wait for its outcome."),
     submitted_by: str = typer.Option("", "--as", help="Who submits (recorded in the catalog)."),
+    plain: bool = typer.Option(
+        False, "--plain", help="PATH holds plain files (photos, a Polycam export): bag them first."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Submit a package: it is unpacked into staging, validated, virus-checked, identified and
@@ -369,7 +372,9 @@ def submit(
         raise ArkhivError(f"{path}: no such file or folder")
     archive = _open()
     try:
-        submission_id, job_id, problems = receive_submission(archive, path, submitted_by)
+        submission_id, job_id, problems = receive_submission(
+            archive, path, submitted_by, plain=plain
+        )
         if job_id is not None and wait:
             worker = Worker(archive, [])
             job = archive.queue.claim_job(job_id, worker.owner, archive.settings.jobs.lease_seconds)

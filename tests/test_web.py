@@ -76,3 +76,95 @@ def test_serve_answers_and_its_embedded_worker_runs_jobs(archive, archive_env, t
             server.kill()
     assert f"http://127.0.0.1:{port}" in output.read_text()
     assert server.returncode == 0
+
+
+def zipped(folder, top: str | None = None) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as packed:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                name = str(path.relative_to(folder))
+                packed.write(path, f"{top}/{name}" if top else name)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def virus_database(tmp_path):
+    import shutil
+
+    from tests.conftest import require
+
+    if shutil.which("clamscan") is None:
+        require("clamav", "clamscan is not installed")
+    folder = tmp_path / "signatures"
+    folder.mkdir()
+    (folder / "web.ndb").write_text("Arkhiv.Test.Web:0:*:" + b"ARKHIV-WEB-TEST".hex() + "\n")
+    return folder
+
+
+def test_upload_a_bag_then_poll_its_outcome(archive, corpora, tmp_path, virus_database):
+    from arkhiv.ingest.bagging import make_bag
+    from arkhiv.jobs.worker import Worker
+    from tests.test_submit import CAPTURE
+
+    archive.settings.ingest.clamav_database = str(virus_database)
+    images = corpora / "photogrammetry" / "opensfm-berlin" / "images"
+    bag = make_bag(images, tmp_path / "bag", capture_metadata=CAPTURE)
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        response = client.post(
+            "/api/v1/submissions?filename=berlin.zip",
+            content=zipped(bag, "berlin"),
+            headers={"Content-Type": "application/zip"},
+        )
+        assert response.status_code == 202, response.text
+        href = response.headers["location"]
+        assert client.get(href).json()["status"] == "received"
+        Worker(archive, ["ingest"], burst=True).run()
+        outcome = client.get(href).json()
+    assert outcome["status"] == "accepted", outcome["summary"]
+    assert outcome["source_name"] == "berlin.zip"
+    assert outcome["public_location"]["country"] == "DE"
+    assert "staging_path" not in outcome
+    assert "52.518" not in str(outcome)
+
+
+def test_plain_photos_are_bagged_by_arkhiv(archive, corpora, virus_database):
+    from arkhiv.jobs.worker import Worker
+
+    archive.settings.ingest.clamav_database = str(virus_database)
+    images = corpora / "photogrammetry" / "opensfm-berlin" / "images"
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        response = client.post("/api/v1/submissions?plain=true", content=zipped(images, "photos"))
+        assert response.status_code == 202, response.text
+        Worker(archive, ["ingest"], burst=True).run()
+        outcome = client.get(response.headers["location"]).json()
+    # bagged and checked; rejected only because plain photos carry no capture metadata
+    assert outcome["report"]["bag"]["version"] == "1.0"
+    assert {f["path"] for f in outcome["report"]["files"]} == {
+        "data/01.jpg",
+        "data/02.jpg",
+        "data/03.jpg",
+    }
+    failed = {c["name"] for c in outcome["report"]["checks"] if c["outcome"] == "fail"}
+    assert failed == {"capture-metadata.missing"}
+
+
+def test_oversized_hostile_and_missing(archive, tmp_path):
+    import io
+    import zipfile
+
+    archive.settings.ingest.max_package_bytes = 1000
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        assert client.post("/api/v1/submissions", content=b"x" * 5000).status_code == 413
+        assert client.post("/api/v1/submissions", content=b"").status_code == 400
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as packed:
+            packed.writestr("../evil.txt", "x")
+        refused = client.post("/api/v1/submissions", content=buffer.getvalue())
+        assert refused.status_code == 422
+        assert any("evil.txt" in problem for problem in refused.json()["problems"])
+        assert client.get("/api/v1/submissions/nope").status_code == 404
+    assert not list((archive.settings.home / "uploads").iterdir())

@@ -16,6 +16,7 @@ from arkhiv.catalog import events, submissions
 from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.queue import enqueue
 from arkhiv.errors import ArkhivError
+from arkhiv.ingest.bagging import make_bag
 from arkhiv.ingest.identify import Identifier
 from arkhiv.ingest.model import Check, IntakeError, Outcome
 from arkhiv.ingest.pipeline import ARKHIV_AGENT, IngestResult, run_ingest
@@ -30,24 +31,29 @@ REPORT_NAME = "ingest-report.json"
 
 
 def receive_submission(
-    archive: Archive, source: Path, submitted_by: str = ""
+    archive: Archive,
+    source: Path,
+    submitted_by: str = "",
+    *,
+    plain: bool = False,
+    source_name: str | None = None,
 ) -> tuple[str, int | None, list[str]]:
     """Stage a package and queue its ingest. Returns (submission id, job id, intake problems);
-    a package that cannot even be unpacked safely gets no job and its problems are recorded."""
+    a package that cannot even be unpacked safely gets no job and its problems are recorded.
+    `plain`: the package is a folder (or archive) of files, not a bag; Arkhiv bags it."""
     submission_id = str(uuid.uuid4())
     staging = archive.staging_dir / submission_id
     staging.mkdir(parents=True, mode=0o700)
+    name = source_name or source.name
     with writing(archive.engine) as conn:
-        submissions.create(conn, submission_id, source.name, submitted_by, str(staging))
+        submissions.create(conn, submission_id, name, submitted_by, str(staging))
         _event(
-            conn,
-            submission_id,
-            EventType.INGESTION_START,
-            "success",
-            f"package {source.name!r} received",
+            conn, submission_id, EventType.INGESTION_START, "success", f"package {name!r} received"
         )
     try:
         bag_root = receive(source, staging / "package", archive.settings.ingest)
+        if plain:
+            bag_root = _bag_in_staging(bag_root, staging, archive)
     except IntakeError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         checks = [Check("intake", Outcome.FAIL, problem) for problem in exc.problems]
@@ -129,9 +135,9 @@ def process_submission(archive: Archive, submission_id: str, progress=None) -> d
     report["submission"] = submission_id
     report["public_location"] = public_location
     status = "accepted" if result.accepted else "rejected"
-    place = bag_root.parent.parent
+    place = archive.staging_dir / submission_id
     if status == "rejected":
-        place = _quarantine(archive, submission_id, bag_root.parent.parent)
+        place = _quarantine(archive, submission_id, place)
     (place / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (place / "ingest-report.txt").write_text(result.summary() + "\n")
 
@@ -199,6 +205,15 @@ def process_submission(archive: Archive, submission_id: str, progress=None) -> d
             values.update(quarantine_path=str(place), staging_path=None)
         submissions.finish(conn, submission_id, status, **values)
     return {"submission": submission_id, "status": status, "summary": result.summary()}
+
+
+def _bag_in_staging(files: Path, staging: Path, archive: Archive) -> Path:
+    """Turn an unpacked plain upload into a bag beside it, then drop the plain copy."""
+    if (files / "bagit.txt").exists():
+        raise IntakeError([f"{files.name}: already a bag (bagit.txt found); submit it as a bag"])
+    bag_root = make_bag(files, staging / "bag" / "package", policy=archive.settings.ingest)
+    shutil.rmtree(staging / "package")
+    return bag_root
 
 
 def _quarantine(archive: Archive, submission_id: str, staged: Path) -> Path:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from arkhiv import __version__
 from arkhiv.archive import Archive
+from arkhiv.catalog import events, submissions
+from arkhiv.catalog.database import reading
 from arkhiv.errors import ArkhivError, CatalogUnavailable, ConfigError
+from arkhiv.jobs.ingest import receive_submission
 from arkhiv.jobs.scheduler import Scheduler
 from arkhiv.jobs.worker import Worker
 
@@ -70,6 +77,70 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
     @app.get("/api/v1/status", summary="Catalog, stores, job queues, object counts and policy")
     def status() -> dict[str, Any]:
         return archive.status()
+
+    @app.post(
+        "/api/v1/submissions",
+        status_code=202,
+        summary="Submit a package (request body: a zip, tar or tar.gz)",
+        description="The body streams to disk (never held in memory) and is checked by an "
+        "ingest job; poll the returned URL for the outcome. `plain=true`: the archive holds "
+        "plain files (photos, a Polycam export) that Arkhiv bags first.",
+        responses={
+            413: {"description": "larger than ingest.max_package_bytes"},
+            422: {"description": "refused at intake (unsafe or broken archive)"},
+        },
+    )
+    async def submit(
+        request: Request, filename: str = "upload", plain: bool = False
+    ) -> JSONResponse:
+        limit = archive.settings.ingest.max_package_bytes
+        uploads = archive.settings.home / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True, mode=0o700)
+        upload = uploads / f"{uuid.uuid4()}.part"
+        try:
+            received = 0
+            with upload.open("wb") as handle:
+                async for chunk in request.stream():
+                    received += len(chunk)
+                    if received > limit:
+                        detail = f"package larger than {limit} bytes (ingest.max_package_bytes)"
+                        return JSONResponse({"detail": detail}, status_code=413)
+                    handle.write(chunk)
+            if received == 0:
+                return JSONResponse({"detail": "empty request body"}, status_code=400)
+            submission_id, job_id, problems = await run_in_threadpool(
+                receive_submission,
+                archive,
+                upload,
+                "api",
+                plain=plain,
+                source_name=Path(filename).name or "upload",
+            )
+        finally:
+            upload.unlink(missing_ok=True)
+        location = f"/api/v1/submissions/{submission_id}"
+        if problems:
+            return JSONResponse(
+                {"id": submission_id, "status": "rejected", "problems": problems},
+                status_code=422,
+                headers={"Location": location},
+            )
+        return JSONResponse(
+            {"id": submission_id, "status": "received", "job": job_id, "href": location},
+            status_code=202,
+            headers={"Location": location},
+        )
+
+    @app.get("/api/v1/submissions/{submission_id}", summary="A submission's outcome and report")
+    def submission(submission_id: str) -> dict[str, Any]:
+        with reading(archive.engine) as conn:
+            row = submissions.get(conn, submission_id)
+            if row is None:
+                raise HTTPException(404, f"no submission {submission_id}")
+            row["events"] = events.events_for_submission(conn, submission_id)
+        for private in ("staging_path", "quarantine_path"):
+            row.pop(private, None)
+        return jsonable_encoder(row)
 
     return app
 
