@@ -59,3 +59,16 @@ def test_precision_follows_the_policy():
 def test_rejects_impossible_positions():
     with pytest.raises(ValueError):
         coarsen(91, 0, POLICY)
+
+
+def test_displacement_stays_in_the_cell_and_varies():
+    policy = LocationPolicy(public_precision_km=25, displace=True)
+    lat, lon = 50.4501, 30.5234
+    shown = [coarsen(lat, lon, policy) for _ in range(50)]
+    cell = coarsen(lat, lon, POLICY)
+    assert all(s.south == cell.south and s.east == cell.east for s in shown)
+    assert all(
+        cell.south <= s.latitude <= cell.north and cell.west <= s.longitude <= cell.east
+        for s in shown
+    )
+    assert len({(s.latitude, s.longitude) for s in shown}) > 40

@@ -1,4 +1,5 @@
 import math
+import random
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -16,6 +17,11 @@ class LocationPolicy(BaseModel):
 
     public_precision_km: float = Field(25.0, gt=0, le=1000)
     method: Literal["grid"] = "grid"
+    displace: bool = Field(
+        False,
+        description="publish a random point inside the cell instead of its centre (drawn once, "
+        "at ingest, and kept: repeated queries cannot average it away)",
+    )
     log_precise_access: bool = Field(
         True, description="write every disclosure of a precise location to the audit log"
     )
@@ -42,7 +48,11 @@ class CoarseLocation:
 
 
 def coarsen(
-    latitude: float, longitude: float, policy: LocationPolicy, country: str | None = None
+    latitude: float,
+    longitude: float,
+    policy: LocationPolicy,
+    country: str | None = None,
+    rng: random.Random | None = None,
 ) -> CoarseLocation:
     """Snap a point to a grid of cells about `public_precision_km` wide.
 
@@ -62,9 +72,13 @@ def coarsen(
     column = min(math.floor((longitude + 180) / step_lon), columns - 1)
     west = -180 + column * step_lon
     east = west + step_lon
+    shown_latitude, shown_longitude = middle, (west + east) / 2
+    if policy.displace:
+        draw = rng or random.SystemRandom()
+        shown_latitude, shown_longitude = draw.uniform(south, north), draw.uniform(west, east)
     return CoarseLocation(
-        latitude=round(middle, 4),
-        longitude=round((west + east) / 2, 4),
+        latitude=round(shown_latitude, 4),
+        longitude=round(shown_longitude, 4),
         cell_km=policy.public_precision_km,
         south=round(south, 4),
         west=round(west, 4),
