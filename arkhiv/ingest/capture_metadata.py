@@ -21,7 +21,7 @@ import math
 import mimetypes
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -520,18 +520,7 @@ def check_capture_document(
             Check("capture-metadata.schema", Outcome.FAIL, _json_reason(p), METADATA_FILE)
             for p in problems
         ]
-    try:
-        metadata = CaptureMetadata.model_validate(document)
-    except ModelError as exc:
-        return None, [
-            Check("capture-metadata.schema", Outcome.FAIL, _json_reason(p), METADATA_FILE)
-            for p in _model_problems(exc)
-        ]
-    checks = [
-        Check("capture-metadata.consistency", p.outcome, _json_reason(p), METADATA_FILE)
-        for p in _consistency_problems(metadata)
-    ]
-    return metadata, checks
+    return _to_model(document, "capture-metadata.schema", METADATA_FILE, _json_reason)
 
 
 # --- the checks a schema cannot express ---------------------------------------------------------
@@ -774,18 +763,7 @@ def metadata_from_bag_info(
             Check("capture-metadata.bag-info", Outcome.FAIL, _bag_info_reason(p), BAG_INFO_FILE)
             for p in sorted(problems, key=_reading_order)
         ]
-    try:
-        metadata = CaptureMetadata.model_validate(document)
-    except ModelError as exc:
-        return None, [
-            Check("capture-metadata.bag-info", Outcome.FAIL, _bag_info_reason(p), BAG_INFO_FILE)
-            for p in _model_problems(exc)
-        ]
-    checks = [
-        Check("capture-metadata.consistency", p.outcome, _bag_info_reason(p), BAG_INFO_FILE)
-        for p in _consistency_problems(metadata)
-    ]
-    return metadata, checks
+    return _to_model(document, "capture-metadata.bag-info", BAG_INFO_FILE, _bag_info_reason)
 
 
 def _day(value: dt.date | dt.datetime) -> dt.date:
@@ -1100,3 +1078,21 @@ def validate_profile(bag_dir: Path, *, package: Path | None = None) -> list[Chec
         reason = f"conforms to {info['BagIt-Profile-Identifier']} (version {info['Version']})"
         checks.append(Check("profile.conformance", Outcome.PASS, reason))
     return checks
+
+
+def _to_model(
+    document: Any, check_name: str, file_name: str, reason: Callable[[Any], str]
+) -> tuple[CaptureMetadata | None, list[Check]]:
+    """The model of a document that passed its schema, with the consistency checks that a
+    schema cannot express (period order, dates in the future)."""
+    try:
+        metadata = CaptureMetadata.model_validate(document)
+    except ModelError as exc:
+        return None, [
+            Check(check_name, Outcome.FAIL, reason(p), file_name) for p in _model_problems(exc)
+        ]
+    checks = [
+        Check("capture-metadata.consistency", p.outcome, reason(p), file_name)
+        for p in _consistency_problems(metadata)
+    ]
+    return metadata, checks

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote
 
+from arkhiv.ingest.characterize.findings import Findings
 from arkhiv.ingest.model import Characterization
 
 # Above this much data (the file plus what it references) a mesh is not loaded whole: trimesh
@@ -93,35 +94,15 @@ _DEFAULTS: dict[str, Any] = {
 _OFF_KEYWORD = re.compile(rb"^(?:ST)?C?N?4?n?OFF(?:\s|$)")
 
 
-@dataclass
-class _Result:
-    """Properties and problems as a handler finds them; notes do not make a file invalid."""
-
-    path: Path
+@dataclass(kw_only=True)
+class _Result(Findings):
     root: Path
     max_load_bytes: int
-    props: dict[str, Any] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     tools: list[str] = field(default_factory=lambda: ["arkhiv mesh reader"])
 
     @property
     def name(self) -> str:
         return _display(self.path, self.root)
-
-    def fail(self, message: str) -> None:
-        self.problems.append(message)
-
-    def note(self, message: str) -> None:
-        self.notes.append(message)
-
-    def build(self) -> Characterization:
-        return Characterization(
-            properties=self.props,
-            valid=not self.problems,
-            problems=self.problems + [f"note: {n}" for n in self.notes],
-            tool="; ".join(dict.fromkeys(self.tools)),
-        )
 
 
 def characterize_mesh(
@@ -134,7 +115,7 @@ def characterize_mesh(
     Files (with what they reference) above `max_load_bytes` are not loaded whole: their figures
     come from headers."""
     path = Path(path)
-    result = _Result(path, _package_root(path, root), max_load_bytes)
+    result = _Result(path=path, root=_package_root(path, root), max_load_bytes=max_load_bytes)
     try:
         size = path.stat().st_size
         with path.open("rb") as f:

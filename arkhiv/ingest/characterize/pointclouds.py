@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from arkhiv.ingest.characterize.findings import Findings
 from arkhiv.ingest.characterize.meshes import (
     NOT_MESH_CONTENT,
     PlyHeader,
@@ -34,39 +35,18 @@ _REPORTED_BAD_PAGES = 10  # problem lines for bad pages; the property keeps more
 _KEPT_BAD_OFFSETS = 1000
 
 
-@dataclass
-class _Result:
-    path: Path
-    props: dict[str, Any] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    locations: list[GeoLocation] = field(default_factory=list)
+@dataclass(kw_only=True)
+class _Result(Findings):
     tools: list[str] = field(default_factory=lambda: ["arkhiv point cloud reader"])
 
-    @property
-    def name(self) -> str:
-        return self.path.name
-
     def fail(self, message: str) -> None:
-        self.problems.append(f"{self.name}: {message}")
-
-    def note(self, message: str) -> None:
-        self.notes.append(message)
-
-    def build(self) -> Characterization:
-        return Characterization(
-            properties=self.props,
-            valid=not self.problems,
-            problems=self.problems + [f"note: {n}" for n in self.notes],
-            locations=self.locations,
-            tool="; ".join(dict.fromkeys(self.tools)),
-        )
+        super().fail(f"{self.name}: {message}")
 
 
 def characterize_point_cloud(path: Path, *, chunk_points: int = CHUNK_POINTS) -> Characterization:
     """Characterize and validate one LAS/LAZ/COPC, E57 or vertex-only PLY file."""
     path = Path(path)
-    result = _Result(path)
+    result = _Result(path=path)
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
