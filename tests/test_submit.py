@@ -186,7 +186,8 @@ def test_infected_package_goes_to_quarantine_and_nothing_is_parsed(archive, env,
     assert [(c["path"], c["detail"]["signature"]) for c in infected] == [
         ("data/scans/model.glb", "Arkhiv.Test.E2E.UNOFFICIAL")
     ]
-    assert all("format" not in f for f in report["report"]["files"])  # never parsed
+    assert all("characterization" not in f for f in report["report"]["files"])  # never parsed
+    assert report["report"]["metadata"] is None
     quarantine = Path(report["quarantine_path"])
     assert quarantine.is_dir() and (quarantine / "ingest-report.json").is_file()
     assert not (archive.staging_dir / report["id"]).exists()

@@ -1,14 +1,16 @@
 """OAIS ingest up to a checked submission: a function from a staged bag folder to an
 `IngestResult`, with no catalog and no stores involved (the job handler records the result).
 
-Order matters: the virus check runs before any parser (identification, characterization) sees a
-file, and an infected package is never parsed at all."""
+Order matters: the virus check runs beside validation and identification (which only read and
+sniff bytes) and before any parser (capture metadata, characterization) sees a file; an infected
+package is never parsed at all."""
 
 from __future__ import annotations
 
 import hashlib
 import platform
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,27 +251,57 @@ def run_ingest(
     report = progress or (lambda _fraction, _message: None)
     result = IngestResult(bag_root=bag_root)
 
-    report(0.02, "validating the bag")
-    with _Step(result, EventType.VALIDATION, [("bagit-python", _bagit_version())]) as step:
-        bag = validate_bag(bag_root, processes=processes)
-        step.checks.extend(bag.checks)
-        result.bag_version = bag.version
-        result.bag_info = bag.bag_info
-        result.tag_files = bag.tag_files
-        step.detail = f"BagIt {bag.version}: {len(bag.payload)} payload files, checksums verified"
-        step.checks.extend(validate_profile(bag_root))
-    with _Step(result, EventType.MESSAGE_DIGEST_CALCULATION) as step:
-        for path, digests in sorted(bag.payload.items()):
-            disk_path = bag.on_disk.get(path, path)
-            size = bag.sizes.get(path)
-            if size is None:
-                size = _size(bag_root / disk_path)
-            result.files.append(FileReport(path, size, digests, disk_path))
-        step.detail = "sha512 and sha256 of every payload file, in the validation's single read"
+    # ClamAV keeps one core busy by itself: it runs beside validation and identification, which
+    # only read and sniff bytes; characterization, the step that parses files, waits for its
+    # verdict, and an infected package is never parsed.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virus-check") as pool:
+        scan_started = datetime.now(UTC)
+        scanning = pool.submit(scan_tree, bag_root, policy)
+        report(0.02, "validating the bag")
+        with _Step(result, EventType.VALIDATION, [("bagit-python", _bagit_version())]) as step:
+            bag = validate_bag(bag_root, processes=processes)
+            step.checks.extend(bag.checks)
+            result.bag_version = bag.version
+            result.bag_info = bag.bag_info
+            result.tag_files = bag.tag_files
+            step.detail = (
+                f"BagIt {bag.version}: {len(bag.payload)} payload files, checksums verified"
+            )
+            step.checks.extend(validate_profile(bag_root))
+        with _Step(result, EventType.MESSAGE_DIGEST_CALCULATION) as step:
+            for path, digests in sorted(bag.payload.items()):
+                disk_path = bag.on_disk.get(path, path)
+                size = bag.sizes.get(path)
+                if size is None:
+                    size = _size(bag_root / disk_path)
+                result.files.append(FileReport(path, size, digests, disk_path))
+            step.detail = "sha512 and sha256 of every payload file, in the validation's single read"
 
-    report(0.35, "scanning for viruses")
+        report(0.3, "identifying formats")
+        with _Step(result, EventType.FORMAT_IDENTIFICATION, [identifier.software]) as step:
+            for entry in result.files:
+                entry.identification = identifier.identify(bag_root / entry.disk_path)
+                if entry.identification.warning:
+                    step.checks.append(
+                        Check(
+                            "format.identification",
+                            Outcome.WARN,
+                            entry.identification.warning,
+                            entry.path,
+                        )
+                    )
+            result.capture_layout = detect_polycam_export(bag_root / "data")
+            unidentified = sum(
+                1
+                for f in result.files
+                if not f.identification.puid and not f.identification.mime_type
+            )
+            step.detail = f"{len(result.files)} files identified, {unidentified} unknown"
+
+        report(0.45, "waiting for the virus check")
+        scan = scanning.result()
     with _Step(result, EventType.VIRUS_CHECK) as step:
-        scan = scan_tree(bag_root, policy)
+        step.started = scan_started
         step.software.append(("ClamAV", scan.engine))
         step.checks.extend(scan.checks)
         step.detail = (
@@ -290,25 +322,6 @@ def run_ingest(
             if located is not None:
                 result.locations.append(located)
         step.detail = "capture metadata read" if metadata else "no usable capture metadata"
-
-    report(0.55, "identifying formats")
-    with _Step(result, EventType.FORMAT_IDENTIFICATION, [identifier.software]) as step:
-        for entry in result.files:
-            entry.identification = identifier.identify(bag_root / entry.disk_path)
-            if entry.identification.warning:
-                step.checks.append(
-                    Check(
-                        "format.identification",
-                        Outcome.WARN,
-                        entry.identification.warning,
-                        entry.path,
-                    )
-                )
-        result.capture_layout = detect_polycam_export(bag_root / "data")
-        unidentified = sum(
-            1 for f in result.files if not f.identification.puid and not f.identification.mime_type
-        )
-        step.detail = f"{len(result.files)} files identified, {unidentified} unknown"
 
     with _Step(result, EventType.METADATA_EXTRACTION) as step:
         total = max(1, len(result.files))
