@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -347,6 +348,14 @@ def jobs_retry(job_id: int) -> None:
     out.print(f"job {job_id} queued again")
 
 
+class SubmissionStatus(StrEnum):
+    received = "received"
+    ingesting = "ingesting"
+    accepted = "accepted"
+    rejected = "rejected"
+    purged = "purged"
+
+
 quarantine_app = typer.Typer(help="Rejected packages and their reports.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 submissions_app = typer.Typer(help="Packages received, accepted or not.", no_args_is_help=True)
@@ -355,7 +364,7 @@ app.add_typer(submissions_app, name="submissions")
 
 @app.command()
 def submit(
-    path: Path = typer.Argument(..., help="A bag: a folder, .zip, .tar or .tar.gz."),
+    path: Path = typer.Argument(..., exists=True, help="A bag: a folder, .zip, .tar or .tar.gz."),
     wait: bool = typer.Option(False, "--wait", help="Run the ingest now and wait for its outcome."),
     submitted_by: str = typer.Option("", "--as", help="Who submits (recorded in the catalog)."),
     plain: bool = typer.Option(
@@ -366,22 +375,15 @@ def submit(
     """Submit a package: it is unpacked into staging, validated, virus-checked, identified and
     characterized; precise locations are sealed. Exit 1 if it is rejected."""
     from arkhiv.jobs.ingest import receive_submission
-    from arkhiv.jobs.worker import Worker
 
-    if not path.exists():
-        raise ArkhivError(f"{path}: no such file or folder")
     archive = _open()
     try:
         submission_id, job_id, problems = receive_submission(
             archive, path, submitted_by, plain=plain
         )
         if job_id is not None and wait:
-            worker = Worker(archive, [])
-            job = archive.queue.claim_job(job_id, worker.owner, archive.settings.jobs.lease_seconds)
-            if job is not None:
-                with err.status(f"ingesting {path.name}"):
-                    worker.execute(job)
-            _wait_for(archive, job_id)
+            with err.status(f"ingesting {path.name}"):
+                _run_until_finished(archive, job_id)
         report = _submission_report(archive, submission_id)
     finally:
         archive.close()
@@ -395,11 +397,21 @@ def submit(
         sys.exit(1)
 
 
-def _wait_for(archive, job_id: int) -> None:
+def _run_until_finished(archive, job_id: int) -> None:
+    """Run the job here whenever it is due (its first attempt and retries after back-off),
+    or wait while a worker elsewhere runs it."""
     import time
 
+    from arkhiv.jobs.worker import Worker
+
+    worker = Worker(archive, [])
+    lease = archive.settings.jobs.lease_seconds
     while (job := archive.queue.get(job_id)) is not None and job.status in ("queued", "running"):
-        time.sleep(0.5)
+        claimed = archive.queue.claim_job(job_id, worker.owner, lease)
+        if claimed is not None:
+            worker.execute(claimed)
+        else:
+            time.sleep(0.5)
     if job is not None and job.status == "dead":
         raise ArkhivError(f"ingest job {job_id} failed: {(job.last_error or '').splitlines()[0]}")
 
@@ -457,7 +469,7 @@ def bag(
             raise typer.BadParameter(f"{item!r} is not LABEL=VALUE", param_hint="--info")
         fields[label.strip()] = value.strip()
     if not source.is_dir():
-        raise ArkhivError(f"{source}: not a folder")
+        raise typer.BadParameter(f"{source}: not a folder", param_hint="SOURCE")
     try:
         made = make_bag(source, output, fields, capture_metadata=document)
     except IntakeError as exc:
@@ -467,7 +479,7 @@ def bag(
 
 @submissions_app.command("list")
 def submissions_list(
-    submission_status: str | None = typer.Option(None, "--status"),
+    submission_status: SubmissionStatus | None = typer.Option(None, "--status"),
     limit: int = typer.Option(50, min=1),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -525,10 +537,11 @@ def quarantine_show(submission_id: str, as_json: bool = JSON_OPTION) -> None:
 
 @quarantine_app.command("purge")
 def quarantine_purge(
-    submission_id: str | None = typer.Argument(None, help="One submission (default: all)."),
+    submission_id: str | None = typer.Argument(None, help="One submission."),
     older_than: float | None = typer.Option(
-        None, "--older-than", help="Only packages rejected more than this many days ago."
+        None, "--older-than", min=0, help="Every package rejected more than this many days ago."
     ),
+    everything: bool = typer.Option(False, "--all", help="Every quarantined package."),
 ) -> None:
     """Delete quarantined packages; their reports and events stay in the catalog."""
     from datetime import UTC, datetime, timedelta
@@ -539,6 +552,8 @@ def quarantine_purge(
 
     archive = _open()
     try:
+        if sum((submission_id is not None, older_than is not None, everything)) != 1:
+            raise typer.BadParameter("name one of: a submission ID, --older-than DAYS, --all")
         if submission_id:
             targets = [submission_id]
         else:

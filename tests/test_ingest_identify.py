@@ -473,3 +473,18 @@ def test_not_a_polycam_export(corpora, tmp_path):
     for camera in (capture / "keyframes" / "cameras").iterdir():
         camera.write_text(json.dumps({"name": "not a camera"}))
     assert detect_polycam_export(tmp_path) is None
+
+
+def test_a_deflate_bomb_in_an_office_container_is_not_read_whole(identifier, tmp_path):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as packed:
+        packed.writestr("[Content_Types].xml", b"\0" * (65 * 1024**2))  # 65 MiB of zeros
+        packed.writestr("word/document.xml", "<w:document/>")
+    bomb = tmp_path / "report.docx"
+    bomb.write_bytes(buffer.getvalue())
+    assert bomb.stat().st_size < 1024**2
+    found = identifier.identify(bomb)
+    assert found.basis != "container"  # container matching skipped: the member is too large

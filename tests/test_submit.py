@@ -108,7 +108,7 @@ def test_phone_photos_gps_is_sealed_and_only_a_coarse_cell_is_public(
     for row in sealed:
         location = archive.key.unseal(
             Sealed(row["key_id"], row["nonce"], row["ciphertext"]),
-            f"{submission_id}:{row['source_path']}",
+            f"{submission_id}:{row['source_path']}:{row['kind']}",
         )
         expected = BERLIN[row["source_path"]]
         assert distance_km((location["latitude"], location["longitude"]), expected) < 0.01

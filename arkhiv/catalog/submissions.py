@@ -36,6 +36,19 @@ def finish(conn: Connection, submission_id: str, status: str, **values: Any) -> 
     update_fields(conn, submission_id, status=status, finished_at=now(conn), **values)
 
 
+def finish_from(
+    conn: Connection, submission_id: str, expected: str, status: str, **values: Any
+) -> bool:
+    """Record the outcome only if the submission is still in state `expected` (a second worker
+    that ran the same job finds it changed and records nothing)."""
+    changed = conn.execute(
+        update(submissions)
+        .where(submissions.c.id == submission_id, submissions.c.status == expected)
+        .values(status=status, finished_at=now(conn), **values)
+    )
+    return changed.rowcount == 1
+
+
 def get(conn: Connection, submission_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(submissions).where(submissions.c.id == submission_id)).first()
     return dict(row._mapping) if row else None

@@ -300,7 +300,12 @@ class _Validation:
         try:
             metadata = _Metadata(str(self.root))
         except (bagit.BagError, UnicodeError, OSError, ValueError) as exc:
-            self.fail(name, f"cannot read the bag metadata: {exc}", self.info_file_name())
+            # bagit quotes the offending line, which may hold coordinates: say where, not what
+            self.fail(
+                name,
+                f"cannot read the bag metadata: {without_quoted_line(exc)}",
+                self.info_file_name(),
+            )
             return
         for label, value in metadata.info.items():
             self.report.bag_info[label] = list(value) if isinstance(value, list) else [value]
@@ -808,3 +813,12 @@ class _Validation:
 
 def _is_empty_file_digest(entry: _Entry) -> bool:
     return any(empty_digest(algorithm) == digest for algorithm, digest in entry.digests.items())
+
+
+def without_quoted_line(exc: Exception) -> str:
+    """bagit quotes a malformed bag-info line, which may hold coordinates: say what, not where."""
+    text = str(exc)
+    marker = "contains invalid tag:"
+    if marker in text:
+        return text[: text.index(marker)] + "has a line that is not 'Label: value'"
+    return text

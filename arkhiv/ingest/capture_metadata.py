@@ -35,6 +35,7 @@ from jsonschema.exceptions import best_match
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as ModelError
 
+from arkhiv.ingest.bag import without_quoted_line
 from arkhiv.ingest.model import Check, GeoLocation, Outcome
 
 METADATA_FILE = "capture-metadata.json"
@@ -1015,7 +1016,8 @@ def validate_profile(bag_dir: Path, *, package: Path | None = None) -> list[Chec
     try:
         bag = bagit.Bag(str(bag_dir))
     except (bagit.BagError, OSError, ValueError) as exc:
-        return [*checks, Check("profile.bag", Outcome.FAIL, f"not a readable bag: {exc}")]
+        reason = f"not a readable bag: {without_quoted_line(exc)}"
+        return [*checks, Check("profile.bag", Outcome.FAIL, reason)]
 
     # The profiles specification wants the profile named in bag-info.txt; a bag that does not is
     # still checked against Arkhiv's profile (it is the only one Arkhiv takes), so it is a WARN.

@@ -29,6 +29,7 @@ import os
 import re
 import struct
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +241,7 @@ class Identifier:
     ) -> tuple[list[tuple[ET.Element, str]], str]:
         matches = self._fido.match_formats(head, tail)
         container = self._fido.container_type(matches)
-        if container in self._container_signatures:
+        if container in self._container_signatures and _members_are_bounded(path, container):
             package, signatures = self._container_signatures[container]
             try:
                 puids = package(str(path), signatures).detect_formats()
@@ -773,3 +774,18 @@ def _png_grey_depth(path: Path) -> int | None:
         return None
     bit_depth, colour_type = header[24], header[25]
     return bit_depth if colour_type == 0 else None
+
+
+# fido reads the zip members that container signatures name whole, into memory: a deflate bomb
+# named [Content_Types].xml would exhaust the worker. Bigger members skip container matching.
+CONTAINER_MEMBER_LIMIT = 64 * 1024**2
+
+
+def _members_are_bounded(path: Path, container: str) -> bool:
+    if container != "zip":
+        return True  # OLE2 streams are not compressed: bounded by the file itself
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return all(info.file_size <= CONTAINER_MEMBER_LIMIT for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,6 @@ from arkhiv.ingest.capture_metadata import (
     precise_location,
     public_metadata,
     read_capture_metadata,
-    redact_bag_info,
     validate_profile,
 )
 from arkhiv.ingest.characterize import characterize
@@ -113,16 +113,38 @@ class FileReport:
             entry["format"] = asdict(self.identification)
         if self.characterization:
             c = self.characterization
-            properties = c.properties
-            if self.carries_location:
-                properties = {k: v for k, v in properties.items() if not _locating(k)}
+            # Scrubbed for every file, not only those known to be georeferenced: a LAS without
+            # a CRS record or a mesh in UTM metres locates the site just as well.
             entry["characterization"] = {
                 "valid": c.valid,
-                "problems": c.problems,
-                "properties": properties,
+                "problems": [mask_numbers(problem) for problem in c.problems],
+                "properties": {k: v for k, v in c.properties.items() if not _locating(k)},
                 "tool": c.tool,
             }
         return entry
+
+
+# Numbers precise enough to be a coordinate (3+ decimals, or 5+ digits as in projected metres)
+_COORDINATE_LIKE = re.compile(r"-?\d+\.\d{3,}|-?\d{5,}(?:\.\d+)?")
+
+# bag-info.txt labels that describe the package, not people or places; the rest reaches the
+# report only through the capture metadata's public view.
+_TECHNICAL_BAG_INFO = {
+    "bagging-date",
+    "payload-oxum",
+    "bag-software-agent",
+    "bagit-profile-identifier",
+    "bag-size",
+    "bag-group-identifier",
+    "bag-count",
+    "external-identifier",
+    "internal-sender-identifier",
+}
+
+
+def mask_numbers(text: str) -> str:
+    """Reader messages can quote the values they could not parse, coordinates included."""
+    return _COORDINATE_LIKE.sub("…", text)
 
 
 def _locating(key: str) -> bool:
@@ -189,12 +211,18 @@ class IngestResult:
         return {
             "accepted": self.accepted,
             "summary": self.summary(),
-            "bag": {"version": self.bag_version, "bag_info": redact_bag_info(self.bag_info)},
+            "bag": {
+                "version": self.bag_version,
+                "bag_info": {
+                    label: values
+                    for label, values in self.bag_info.items()
+                    if label.lower() in _TECHNICAL_BAG_INFO
+                },
+            },
             "capture_layout": self.capture_layout,
             "metadata": public_metadata(self.metadata) if self.metadata else None,
             "checks": [check.as_dict() for check in self.checks],
             "files": [entry.public_dict() for entry in self.files],
-            "tag_files": self.tag_files,
             "locations": [
                 {"source": location.source, "kind": location.kind, "sealed": True}
                 for location in self.locations
@@ -327,17 +355,12 @@ def run_ingest(
         total = max(1, len(result.files))
         for number, entry in enumerate(result.files, 1):
             report(0.6 + 0.38 * number / total, f"characterizing {entry.path}")
-            entry.characterization = characterize(bag_root / entry.disk_path, entry.identification)
+            entry.characterization = _characterize_safely(bag_root / entry.disk_path, entry)
             c = entry.characterization
             if c.valid is False:
-                step.checks.append(
-                    Check(
-                        "format.validity",
-                        Outcome.FAIL,
-                        "; ".join(c.problems) or "not a valid file of its format",
-                        entry.path,
-                    )
-                )
+                problems = [p for p in c.problems if not p.startswith("note:")]
+                reason = mask_numbers("; ".join(problems) or "not a valid file of its format")
+                step.checks.append(Check("format.validity", Outcome.FAIL, reason, entry.path))
             for location in c.locations:
                 location.source = entry.path
                 result.locations.append(location)
@@ -347,6 +370,19 @@ def run_ingest(
         )
     report(1.0, "checked")
     return result
+
+
+def _characterize_safely(path: Path, entry: FileReport) -> Characterization:
+    """A hostile file must not stop the ingest (a reader may fail in ways nobody foresaw):
+    it becomes a failure of that file, and is assumed to carry a location."""
+    try:
+        return characterize(path, entry.identification)
+    except Exception as exc:
+        return Characterization(
+            properties={"has_location": True},
+            valid=False,
+            problems=[f"{entry.path}: could not be read ({type(exc).__name__})"],
+        )
 
 
 def _size(path: Path) -> int:

@@ -1,7 +1,12 @@
 """Submissions from intake to a recorded outcome: receive a package into staging and queue it;
 the `ingest.submission` job runs the ingest pipeline and records the result in the catalog in
 one transaction (PREMIS events, sealed locations, coarse public location). Rejected packages
-move to quarantine with their report; nothing of them enters the archive."""
+move to quarantine with their report; nothing of them enters the archive.
+
+Crash safety: the outcome is committed first and the files are moved after, so a retried job
+finds a recorded outcome and only completes the move. Two workers holding the same job (one
+presumed dead) cannot both record it: the outcome is written only if the submission is still
+`ingesting`, and the loser's transaction rolls back."""
 
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.queue import enqueue
 from arkhiv.errors import ArkhivError
 from arkhiv.ingest.bagging import make_bag
+from arkhiv.ingest.capture_metadata import MAX_METADATA_BYTES, METADATA_FILE
 from arkhiv.ingest.identify import Identifier
-from arkhiv.ingest.model import Check, IntakeError, Outcome
+from arkhiv.ingest.model import Check, GeoLocation, IntakeError, Outcome
 from arkhiv.ingest.pipeline import ARKHIV_AGENT, IngestResult, run_ingest
 from arkhiv.ingest.unpack import receive
 from arkhiv.jobs.registry import JobContext, PermanentJobError, job_handler
@@ -28,6 +34,10 @@ from arkhiv.policies.location import coarsen
 QUEUE = "ingest"
 KIND = "ingest.submission"
 REPORT_NAME = "ingest-report.json"
+
+
+class AlreadyRecorded(Exception):
+    """Another worker recorded this submission's outcome first."""
 
 
 def receive_submission(
@@ -40,7 +50,8 @@ def receive_submission(
 ) -> tuple[str, int | None, list[str]]:
     """Stage a package and queue its ingest. Returns (submission id, job id, intake problems);
     a package that cannot even be unpacked safely gets no job and its problems are recorded.
-    `plain`: the package is a folder (or archive) of files, not a bag; Arkhiv bags it."""
+    `plain`: the package is a folder (or archive) of files, not a bag; Arkhiv bags it, taking a
+    top-level capture-metadata.json as its capture metadata."""
     submission_id = str(uuid.uuid4())
     staging = archive.staging_dir / submission_id
     staging.mkdir(parents=True, mode=0o700)
@@ -55,33 +66,17 @@ def receive_submission(
         if plain:
             bag_root = _bag_in_staging(bag_root, staging, archive)
     except IntakeError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        checks = [Check("intake", Outcome.FAIL, problem) for problem in exc.problems]
-        report = {
-            "accepted": False,
-            "summary": "rejected at intake: " + "; ".join(exc.problems),
-            "checks": [check.as_dict() for check in checks],
-        }
-        with writing(archive.engine) as conn:
-            _event(conn, submission_id, EventType.UNPACKING, "failure", "; ".join(exc.problems))
-            _event(conn, submission_id, EventType.INGESTION_END, "failure", "rejected at intake")
-            submissions.finish(
-                conn,
-                submission_id,
-                "rejected",
-                report=report,
-                summary=report["summary"],
-                staging_path=None,
-            )
-        return submission_id, None, exc.problems
-    with writing(archive.engine) as conn:
-        _event(
-            conn,
-            submission_id,
-            EventType.UNPACKING,
-            "success",
-            f"unpacked into staging as {bag_root.relative_to(staging)}",
+        # Messages name the source path: show the name the submitter knows, not server paths.
+        problems = [p.replace(str(source), name) for p in exc.problems]
+        _refuse_at_intake(archive, submission_id, staging, problems)
+        return submission_id, None, problems
+    except Exception as exc:
+        _refuse_at_intake(
+            archive, submission_id, staging, [f"{name}: intake failed ({type(exc).__name__})"]
         )
+        raise ArkhivError(f"submission {submission_id}: intake failed: {exc}") from exc
+    with writing(archive.engine) as conn:
+        _event(conn, submission_id, EventType.UNPACKING, "success", "unpacked into staging")
         submissions.update_fields(conn, submission_id, staging_path=str(bag_root))
         job_id, _ = enqueue(
             conn,
@@ -94,21 +89,43 @@ def receive_submission(
     return submission_id, job_id, []
 
 
+def _refuse_at_intake(
+    archive: Archive, submission_id: str, staging: Path, problems: list[str]
+) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    checks = [Check("intake", Outcome.FAIL, problem) for problem in problems]
+    summary = "rejected at intake: " + "; ".join(problems)
+    report = {
+        "accepted": False,
+        "summary": summary,
+        "checks": [check.as_dict() for check in checks],
+    }
+    with writing(archive.engine) as conn:
+        _event(conn, submission_id, EventType.UNPACKING, "failure", "; ".join(problems))
+        _event(conn, submission_id, EventType.INGESTION_END, "failure", "rejected at intake")
+        submissions.finish(
+            conn, submission_id, "rejected", report=report, summary=summary, staging_path=None
+        )
+
+
 @job_handler(KIND)
 def ingest_submission(ctx: JobContext) -> dict[str, Any]:
-    return process_submission(ctx.archive, ctx.payload["submission"], ctx.progress)
+    return process_submission(ctx.archive, ctx.payload["submission"], ctx.progress, ctx)
 
 
-def process_submission(archive: Archive, submission_id: str, progress=None) -> dict[str, Any]:
+def process_submission(
+    archive: Archive, submission_id: str, progress=None, ctx: JobContext | None = None
+) -> dict[str, Any]:
     with reading(archive.engine) as conn:
         row = submissions.get(conn, submission_id)
     if row is None:
         raise PermanentJobError(f"no submission {submission_id}")
     if row["status"] not in ("received", "ingesting"):
-        return {"status": row["status"]}  # already done (a retried job after a crash)
+        _settle_files(archive, row)  # recorded before a crash: finish moving its files
+        return {"submission": submission_id, "status": row["status"]}
     bag_root = Path(row["staging_path"])
     if not bag_root.is_dir():
-        raise PermanentJobError(f"staging for {submission_id} is gone: {bag_root}")
+        raise PermanentJobError(f"staging for {submission_id} is gone")
     with writing(archive.engine) as conn:
         submissions.update_fields(conn, submission_id, status="ingesting")
 
@@ -118,8 +135,7 @@ def process_submission(archive: Archive, submission_id: str, progress=None) -> d
         earlier = submissions.holders_of(conn, fingerprint, submission_id) if fingerprint else []
     if earlier and result.accepted:
         held = ", ".join(
-            f"{e['id']}" + (f" (object {e['object_id']})" if e["object_id"] else "")
-            for e in earlier
+            e["id"] + (f" (object {e['object_id']})" if e["object_id"] else "") for e in earlier
         )
         result.checks.append(
             Check(
@@ -135,93 +151,130 @@ def process_submission(archive: Archive, submission_id: str, progress=None) -> d
     report["submission"] = submission_id
     report["public_location"] = public_location
     status = "accepted" if result.accepted else "rejected"
-    place = archive.staging_dir / submission_id
-    if status == "rejected":
-        place = _quarantine(archive, submission_id, place)
-    (place / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (place / "ingest-report.txt").write_text(result.summary() + "\n")
-
+    if ctx is not None and ctx.lease_lost.is_set():
+        return {"submission": submission_id, "status": "lease lost; another worker records it"}
     key = archive.key
-    with writing(archive.engine) as conn:
-        for step in result.steps:
-            agents = [
-                (events.ensure_agent(conn, "software", name, version), "executing program")
-                for name, version in step.software
-            ]
-            events.record_event(
-                conn,
-                step.event.uri,
-                step.outcome,
-                step.detail,
-                occurred_at=step.ended_at,
-                submission_id=submission_id,
-                agents_by_role=agents,
-            )
-        for location in result.locations:
-            context = f"{submission_id}:{location.source}"
-            sealed = key.seal(_location_document(location), context)
-            submissions.add_sealed_location(
-                conn,
-                submission_id,
-                location.source,
-                location.kind,
-                sealed.key_id,
-                sealed.nonce,
-                sealed.ciphertext,
-            )
-        if result.locations:
+    try:
+        with writing(archive.engine) as conn:
+            values: dict[str, Any] = {
+                "report": report,
+                "summary": result.summary(),
+                "payload_fingerprint": fingerprint,
+                "file_count": len(result.files),
+                "payload_bytes": result.payload_bytes,
+                "public_location": public_location,
+            }
+            if status == "rejected":
+                values["quarantine_path"] = str(archive.quarantine_dir / submission_id)
+                values["staging_path"] = None
+            # First, so that the row is locked and a second recorder stops here.
+            if not submissions.finish_from(conn, submission_id, "ingesting", status, **values):
+                raise AlreadyRecorded(f"submission {submission_id} was recorded by another worker")
+            for step in result.steps:
+                agents = [
+                    (events.ensure_agent(conn, "software", name, version), "executing program")
+                    for name, version in step.software
+                ]
+                events.record_event(
+                    conn,
+                    step.event.uri,
+                    step.outcome,
+                    step.detail,
+                    occurred_at=step.ended_at,
+                    submission_id=submission_id,
+                    agents_by_role=agents,
+                )
+            for location in result.locations:
+                sealed = key.seal(
+                    _location_document(location), seal_context(submission_id, location)
+                )
+                submissions.add_sealed_location(
+                    conn,
+                    submission_id,
+                    location.source,
+                    location.kind,
+                    sealed.key_id,
+                    sealed.nonce,
+                    sealed.ciphertext,
+                )
+            if result.locations:
+                _event(
+                    conn,
+                    submission_id,
+                    EventType.ENCRYPTION,
+                    "success",
+                    f"{len(result.locations)} precise location(s) sealed with AES-256-GCM "
+                    f"under key {key.key_id}",
+                )
+            if status == "rejected":
+                _event(
+                    conn,
+                    submission_id,
+                    EventType.QUARANTINE,
+                    "success",
+                    "rejected package moved to quarantine",
+                )
             _event(
                 conn,
                 submission_id,
-                EventType.ENCRYPTION,
-                "success",
-                f"{len(result.locations)} precise location(s) sealed with AES-256-GCM "
-                f"under key {key.key_id}",
+                EventType.INGESTION_END,
+                "success" if result.accepted else "failure",
+                result.summary().splitlines()[0],
             )
-        if status == "rejected":
-            _event(
-                conn,
-                submission_id,
-                EventType.QUARANTINE,
-                "success",
-                f"rejected package moved to quarantine: {place}",
-            )
-        _event(
-            conn,
-            submission_id,
-            EventType.INGESTION_END,
-            "success" if result.accepted else "failure",
-            result.summary().splitlines()[0],
-        )
-        values: dict[str, Any] = {
-            "report": report,
-            "summary": result.summary(),
-            "payload_fingerprint": fingerprint,
-            "file_count": len(result.files),
-            "payload_bytes": result.payload_bytes,
-            "public_location": public_location,
-        }
-        if status == "rejected":
-            values.update(quarantine_path=str(place), staging_path=None)
-        submissions.finish(conn, submission_id, status, **values)
+    except AlreadyRecorded:
+        return {"submission": submission_id, "status": "recorded elsewhere"}
+    with reading(archive.engine) as conn:
+        _settle_files(archive, submissions.get(conn, submission_id), result)
     return {"submission": submission_id, "status": status, "summary": result.summary()}
+
+
+def seal_context(submission_id: str, location: GeoLocation) -> str:
+    """What a sealed location is bound to: moving a ciphertext to another row fails to open."""
+    return f"{submission_id}:{location.source}:{location.kind}"
+
+
+def _settle_files(
+    archive: Archive, row: dict[str, Any], result: IngestResult | None = None
+) -> None:
+    """Put a recorded submission's files where the catalog says: a rejected package into
+    quarantine, and the report beside the package."""
+    staged = archive.staging_dir / row["id"]
+    place = staged
+    if row["status"] == "rejected" and row["quarantine_path"]:
+        place = Path(row["quarantine_path"])
+        if staged.is_dir() and not place.exists():
+            place.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            shutil.move(str(staged), str(place))
+            place.chmod(0o700)
+    if not place.is_dir() or row.get("report") is None:
+        return
+    (place / REPORT_NAME).write_text(json.dumps(row["report"], indent=2, ensure_ascii=False))
+    summary = result.summary() if result is not None else row["summary"]
+    (place / "ingest-report.txt").write_text(summary + "\n")
 
 
 def _bag_in_staging(files: Path, staging: Path, archive: Archive) -> Path:
     """Turn an unpacked plain upload into a bag beside it, then drop the plain copy."""
     if (files / "bagit.txt").exists():
         raise IntakeError([f"{files.name}: already a bag (bagit.txt found); submit it as a bag"])
-    bag_root = make_bag(files, staging / "bag" / "package", policy=archive.settings.ingest)
+    capture_metadata = None
+    metadata_file = files / METADATA_FILE
+    if metadata_file.is_file():
+        if metadata_file.stat().st_size > MAX_METADATA_BYTES:
+            raise IntakeError([f"{METADATA_FILE}: larger than {MAX_METADATA_BYTES} bytes"])
+        try:
+            capture_metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IntakeError([f"{METADATA_FILE}: not valid JSON ({exc})"]) from None
+        metadata_file.unlink()  # it becomes the bag's tag file, not part of the payload
+    bag_root = make_bag(
+        files,
+        staging / "bag" / "package",
+        policy=archive.settings.ingest,
+        capture_metadata=capture_metadata,
+    )
     shutil.rmtree(staging / "package")
     return bag_root
-
-
-def _quarantine(archive: Archive, submission_id: str, staged: Path) -> Path:
-    target = archive.quarantine_dir / submission_id
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shutil.move(str(staged), str(target))
-    target.chmod(0o700)
-    return target
 
 
 def _public_location(archive: Archive, result: IngestResult) -> dict[str, Any] | None:
@@ -238,7 +291,7 @@ def _public_location(archive: Archive, result: IngestResult) -> dict[str, Any] |
     return coarsen(best.latitude, best.longitude, archive.settings.location, country).as_dict()
 
 
-def _location_document(location) -> dict[str, Any]:
+def _location_document(location: GeoLocation) -> dict[str, Any]:
     return {
         "latitude": location.latitude,
         "longitude": location.longitude,
@@ -280,7 +333,12 @@ def purge(archive: Archive, submission_id: str) -> None:
     if row["status"] != "rejected":
         raise ArkhivError(f"submission {submission_id} is {row['status']}, not in quarantine")
     if row["quarantine_path"]:
-        shutil.rmtree(row["quarantine_path"], ignore_errors=True)
+        try:
+            shutil.rmtree(row["quarantine_path"])
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ArkhivError(f"cannot purge submission {submission_id}: {exc}") from None
     with writing(archive.engine) as conn:
         _event(
             conn,

@@ -105,7 +105,7 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
                     if received > limit:
                         detail = f"package larger than {limit} bytes (ingest.max_package_bytes)"
                         return JSONResponse({"detail": detail}, status_code=413)
-                    handle.write(chunk)
+                    await run_in_threadpool(handle.write, chunk)  # the event loop stays free
             if received == 0:
                 return JSONResponse({"detail": "empty request body"}, status_code=400)
             submission_id, job_id, problems = await run_in_threadpool(
@@ -114,7 +114,7 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
                 upload,
                 "api",
                 plain=plain,
-                source_name=Path(filename).name or "upload",
+                source_name=_display_name(filename),
             )
         finally:
             upload.unlink(missing_ok=True)
@@ -172,3 +172,10 @@ class _Background:
             self.scheduler.shutdown()
         if self.thread is not None:
             self.thread.join(timeout=30)
+
+
+def _display_name(filename: str) -> str:
+    """The submitter's file name as a label: no folders, no control characters, bounded."""
+    name = Path(filename.replace("\\", "/")).name
+    name = "".join(ch for ch in name if ch.isprintable())[:255]
+    return name or "upload"

@@ -790,7 +790,7 @@ def _coordinate(value: Any, ref: Any, positive: str, negative: str, limit: float
     elif hemisphere:
         raise ValueError(f"reference {hemisphere!r} is not {positive} or {negative}")
     if not -limit <= magnitude <= limit:
-        raise ValueError(f"{magnitude} out of range")
+        raise ValueError("out of range")
     return magnitude
 
 
@@ -798,7 +798,7 @@ def _number(value: Any) -> float:
     """A finite float from an EXIF/XMP number; ValueError for zero denominators and junk."""
     if isinstance(value, IFDRational):
         if value.denominator == 0:
-            raise ValueError(f"zero denominator ({value.numerator}/0)")
+            raise ValueError("zero denominator")
         number = value.numerator / value.denominator
     elif isinstance(value, int | float):
         number = float(value)
@@ -808,16 +808,16 @@ def _number(value: Any) -> float:
         try:
             if slash:
                 if float(denominator) == 0:
-                    raise ValueError(f"zero denominator ({text})")
+                    raise ValueError("zero denominator")
                 number = float(numerator) / float(denominator)
             else:
                 number = float(text)
         except ValueError as exc:
-            raise ValueError(f"not a number: {text!r}") from exc
+            raise ValueError("not a number") from exc
     else:
-        raise ValueError(f"not a number: {value!r}")
+        raise ValueError("not a number")
     if not math.isfinite(number):
-        raise ValueError(f"not finite: {value!r}")
+        raise ValueError("not finite")
     return number
 
 
@@ -941,7 +941,7 @@ def _xmp_coordinate(value: str | None, positive: str, negative: str, limit: floa
     if match:
         degrees, minutes, seconds, hemisphere = match.groups()
         if hemisphere not in (positive, negative):
-            raise ValueError(f"{value!r}: reference is not {positive} or {negative}")
+            raise ValueError(f"reference is not {positive} or {negative}")
         number = float(degrees) + float(minutes) / 60 + float(seconds or 0) / 3600
         if hemisphere == negative:
             number = -number
@@ -949,9 +949,9 @@ def _xmp_coordinate(value: str | None, positive: str, negative: str, limit: floa
         try:
             number = float(value)
         except ValueError as exc:
-            raise ValueError(f"not a coordinate: {value!r}") from exc
+            raise ValueError("not a coordinate in DDD,MM,SSk or DDD,MM.mmk form") from exc
     if not (math.isfinite(number) and -limit <= number <= limit):
-        raise ValueError(f"{value!r} out of range")
+        raise ValueError("out of range")
     return number
 
 
