@@ -253,3 +253,27 @@ def test_intake_problems_name_the_upload_not_server_paths(archive, tmp_path):
     upload.write_bytes(buffer.getvalue())
     _id, _job, problems = receive_submission(archive, upload, source_name="museum.zip")
     assert problems and all("0f3c.part" not in p and str(tmp_path) not in p for p in problems)
+
+
+def test_the_same_payload_submitted_twice_at_once_is_accepted_once(
+    scanning, corpora, tmp_path, monkeypatch
+):
+    images = corpora / "photogrammetry" / "opensfm-berlin" / "images"
+    bag = make_bag(images, tmp_path / "bag", capture_metadata=CAPTURE)
+    ids = [receive_submission(scanning, bag)[0] for _ in range(2)]
+    both_ran = threading.Barrier(2)
+    real_run = ingest.run_ingest
+
+    def run_together(*args, **kwargs):
+        result = real_run(*args, **kwargs)
+        both_ran.wait(timeout=60)
+        return result
+
+    monkeypatch.setattr(ingest, "run_ingest", run_together)
+    threads = [threading.Thread(target=process_submission, args=(scanning, i)) for i in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(record(scanning, i)["status"] for i in ids)
+    assert statuses == ["accepted", "rejected"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select, text, update
 
 from arkhiv.catalog.database import now
 from arkhiv.catalog.tables import sealed_locations, submissions
@@ -59,6 +59,16 @@ def find(conn: Connection, status: str | None = None, limit: int = 100) -> list[
     if status:
         query = query.where(submissions.c.status == status)
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def lock_fingerprint(conn: Connection, fingerprint: str) -> None:
+    """Serialize recorders of the same payload until the transaction ends (SQLite's
+    BEGIN IMMEDIATE already serializes every writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))"),
+            {"fingerprint": fingerprint},
+        )
 
 
 def holders_of(conn: Connection, fingerprint: str, other_than: str) -> list[dict[str, Any]]:

@@ -131,31 +131,21 @@ def process_submission(
 
     result = run_ingest(bag_root, archive.settings.ingest, _identifier(), progress=progress)
     fingerprint = result.fingerprint()
-    with reading(archive.engine) as conn:
-        earlier = submissions.holders_of(conn, fingerprint, submission_id) if fingerprint else []
-    if earlier and result.accepted:
-        held = ", ".join(
-            e["id"] + (f" (object {e['object_id']})" if e["object_id"] else "") for e in earlier
-        )
-        result.checks.append(
-            Check(
-                "duplicate",
-                Outcome.FAIL,
-                f"the same payload is already in the archive: submission {held}",
-                detail={"submissions": [e["id"] for e in earlier]},
-            )
-        )
-
     public_location = _public_location(archive, result)
-    report = result.report()
-    report["submission"] = submission_id
-    report["public_location"] = public_location
-    status = "accepted" if result.accepted else "rejected"
     if ctx is not None and ctx.lease_lost.is_set():
         return {"submission": submission_id, "status": "lease lost; another worker records it"}
     key = archive.key
     try:
         with writing(archive.engine) as conn:
+            # Checked here, serialized per payload, so two copies submitted at once are not
+            # both accepted.
+            if fingerprint and result.accepted:
+                submissions.lock_fingerprint(conn, fingerprint)
+                _check_duplicate(result, submissions.holders_of(conn, fingerprint, submission_id))
+            report = result.report()
+            report["submission"] = submission_id
+            report["public_location"] = public_location
+            status = "accepted" if result.accepted else "rejected"
             values: dict[str, Any] = {
                 "report": report,
                 "summary": result.summary(),
@@ -226,6 +216,22 @@ def process_submission(
     with reading(archive.engine) as conn:
         _settle_files(archive, submissions.get(conn, submission_id), result)
     return {"submission": submission_id, "status": status, "summary": result.summary()}
+
+
+def _check_duplicate(result: IngestResult, earlier: list[dict[str, Any]]) -> None:
+    if not earlier:
+        return
+    held = ", ".join(
+        e["id"] + (f" (object {e['object_id']})" if e["object_id"] else "") for e in earlier
+    )
+    result.checks.append(
+        Check(
+            "duplicate",
+            Outcome.FAIL,
+            f"the same payload is already in the archive: submission {held}",
+            detail={"submissions": [e["id"] for e in earlier]},
+        )
+    )
 
 
 def seal_context(submission_id: str, location: GeoLocation) -> str:
