@@ -168,3 +168,19 @@ def test_oversized_hostile_and_missing(archive, tmp_path):
         assert any("evil.txt" in problem for problem in refused.json()["problems"])
         assert client.get("/api/v1/submissions/nope").status_code == 404
     assert not list((archive.settings.home / "uploads").iterdir())
+
+
+def test_stale_uploads_are_removed_fresh_ones_kept(tmp_path):
+    import os
+    import time
+
+    from arkhiv.web.app import STALE_UPLOAD_SECONDS, remove_stale_uploads
+
+    old, fresh = tmp_path / "old.part", tmp_path / "fresh.part"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    long_ago = time.time() - STALE_UPLOAD_SECONDS - 60
+    os.utime(old, (long_ago, long_ago))
+    assert remove_stale_uploads(tmp_path) == 1
+    assert not old.exists() and fresh.exists()
+    assert remove_stale_uploads(tmp_path / "missing") == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        remove_stale_uploads(archive.settings.home / "uploads")
         background = _Background(archive, embedded_worker)
         background.start()
         try:
@@ -179,3 +181,23 @@ def _display_name(filename: str) -> str:
     name = Path(filename.replace("\\", "/")).name
     name = "".join(ch for ch in name if ch.isprintable())[:255]
     return name or "upload"
+
+
+STALE_UPLOAD_SECONDS = 24 * 3600
+
+
+def remove_stale_uploads(uploads: Path, now: float | None = None) -> int:
+    """Uploads a crashed server left half-received. Only old ones: another server sharing this
+    archive may be receiving into the same folder right now."""
+    if not uploads.is_dir():
+        return 0
+    cutoff = (now if now is not None else time.time()) - STALE_UPLOAD_SECONDS
+    removed = 0
+    for part in uploads.glob("*.part"):
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
