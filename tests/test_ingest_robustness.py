@@ -277,3 +277,29 @@ def test_the_same_payload_submitted_twice_at_once_is_accepted_once(
         thread.join()
     statuses = sorted(record(scanning, i)["status"] for i in ids)
     assert statuses == ["accepted", "rejected"]
+
+
+def test_submit_wait_runs_the_retry_after_a_failed_attempt(
+    scanning, corpora, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from arkhiv.cli import app
+
+    images = corpora / "photogrammetry" / "opensfm-berlin" / "images"
+    bag = make_bag(images, tmp_path / "bag", capture_metadata=CAPTURE)
+    monkeypatch.setenv("ARKHIV_INGEST__CLAMAV_DATABASE", scanning.settings.ingest.clamav_database)
+    real_run = ingest.run_ingest
+    attempts = []
+
+    def flaky(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("staging disk went away for a moment")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "run_ingest", flaky)
+    result = CliRunner().invoke(app, ["submit", str(bag), "--wait", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "accepted"
+    assert len(attempts) == 2
