@@ -303,3 +303,21 @@ def test_submit_wait_runs_the_retry_after_a_failed_attempt(
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["status"] == "accepted"
     assert len(attempts) == 2
+
+
+def test_without_a_working_virus_check_nothing_is_parsed(archive, corpora, tmp_path):
+    if shutil.which("clamscan") is None:
+        require("clamav", "clamscan is not installed")
+    archive.settings.ingest.clamav_database = str(tmp_path / "no-such-database")
+    folder = tmp_path / "berlin"
+    shutil.copytree(corpora / "photogrammetry" / "opensfm-berlin" / "images", folder)
+    submission_id = staged(archive, folder, capture_metadata=CAPTURE)
+    process_submission(archive, submission_id)
+    row = record(archive, submission_id)
+    assert row["status"] == "rejected"
+    assert any(
+        c["name"] == "virus.scan" and c["outcome"] == "fail" for c in row["report"]["checks"]
+    )
+    assert all("characterization" not in f for f in row["report"]["files"])
+    with reading(archive.engine) as conn:
+        assert submissions.sealed_locations_of(conn, submission_id) == []

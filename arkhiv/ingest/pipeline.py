@@ -170,11 +170,9 @@ class IngestResult:
         return not any(check.outcome == Outcome.FAIL for check in self.checks)
 
     @property
-    def infected(self) -> bool:
-        return any(
-            c.name == "virus.scan" and c.outcome == Outcome.FAIL and c.detail.get("signature")
-            for c in self.checks
-        )
+    def virus_check_failed(self) -> bool:
+        """Infected, or the check itself failed: either way no parser may see the files."""
+        return any(c.name == "virus.scan" and c.outcome == Outcome.FAIL for c in self.checks)
 
     @property
     def payload_bytes(self) -> int:
@@ -337,8 +335,8 @@ def run_ingest(
             if not scan.clean
             else "no virus found"
         )
-    if result.infected:
-        return result  # nothing parses an infected package
+    if result.virus_check_failed:
+        return result  # nothing parses an infected package, nor one that could not be scanned
 
     report(0.5, "reading the capture metadata")
     with _Step(result, EventType.METADATA_EXTRACTION) as step:
