@@ -30,6 +30,7 @@ import socket
 import stat
 import subprocess
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -41,6 +42,7 @@ CHECK = "virus.scan"
 CLAMAV_SIZE_LIMIT = 2 * GIB  # libclamav cannot scan a file of this size or larger
 TOO_LARGE = "ClamAV cannot scan files of 2 GiB or more"
 CLAMD_TIMEOUT = 600.0  # seconds for one clamd answer; clamd's own MaxScanTime is 120 s by default
+CLAMD_STREAMS = os.cpu_count() or 2  # files sent to clamd at once (it scans each on a thread)
 PROBE_DEPTH = 300  # archives nested in the clamd probe; clamd's MaxRecursion is 17 by default
 
 _LIMITS = {
@@ -309,39 +311,52 @@ def _scan_clamd(policy: IngestPolicy, findings: _Findings) -> str:
     if not probe.endswith(" FOUND"):
         findings.errors.append((None, f"clamd cannot scan: {probe.removesuffix(' ERROR')}"))
         return engine
+    candidates = []
     for entry in findings.files:
         if entry.size >= CLAMAV_SIZE_LIMIT:
             findings.unscannable.append((entry.rel, TOO_LARGE, {"size": entry.size}))
-            continue
-        if entry.size > policy.virus_scan_max_file_bytes:
+        elif entry.size > policy.virus_scan_max_file_bytes:
             reason = f"larger than the virus scan limit of {policy.virus_scan_max_file_bytes} bytes"
             findings.unscannable.append((entry.rel, reason, {"size": entry.size}))
-            continue
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            findings.errors.append((entry.rel, f"cannot be opened: {exc.strerror}"))
-            continue
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the walk
-                findings.unscannable.append((entry.rel, "no longer a regular file", {}))
-                continue
-            answer = _clamd(address, b"zFILDES\0", fd)
-        except OSError as exc:
-            # clamd gone or stuck: the rest is not scanned, and one failure says so.
-            findings.errors.append((entry.rel, f"clamd at {address}: {exc}; scan incomplete"))
-            break
-        finally:
-            os.close(fd)
-        status = answer.partition(": ")[2] if answer.startswith("fd[") else answer
-        if status == "OK":
-            findings.scanned += 1
-        elif status.endswith(" FOUND"):
-            signature = status.removesuffix(" FOUND")
-            findings.alert(entry.rel, signature)
         else:
-            findings.errors.append((entry.rel, f"clamd: {status.removesuffix(' ERROR')}"))
+            candidates.append(entry)
+    # clamd scans each connection on its own thread: several at once use every core, where
+    # one clamscan uses one.
+    with ThreadPoolExecutor(max_workers=CLAMD_STREAMS, thread_name_prefix="clamd") as pool:
+        answers = pool.map(lambda entry: _clamd_file(address, entry), candidates)
+        for entry, (kind, message) in zip(candidates, answers, strict=True):
+            if kind == "down":
+                # clamd gone or stuck: the rest is not scanned, and one failure says so.
+                if not any(text.endswith("scan incomplete") for _rel, text in findings.errors):
+                    findings.errors.append((entry.rel, f"{message}; scan incomplete"))
+            elif kind == "unscannable":
+                findings.unscannable.append((entry.rel, message, {}))
+            elif kind == "error":
+                findings.errors.append((entry.rel, message))
+            elif message == "OK":
+                findings.scanned += 1
+            elif message.endswith(" FOUND"):
+                findings.alert(entry.rel, message.removesuffix(" FOUND"))
+            else:
+                findings.errors.append((entry.rel, f"clamd: {message.removesuffix(' ERROR')}"))
     return engine
+
+
+def _clamd_file(address: str, entry: _File) -> tuple[str, str]:
+    """One file through clamd: ("answer", status) or ("error" | "unscannable" | "down", why)."""
+    try:
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return "error", f"cannot be opened: {exc.strerror}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the walk
+            return "unscannable", "no longer a regular file"
+        answer = _clamd(address, b"zFILDES\0", fd)
+    except OSError as exc:
+        return "down", f"clamd at {address}: {exc}"
+    finally:
+        os.close(fd)
+    return "answer", answer.partition(": ")[2] if answer.startswith("fd[") else answer
 
 
 def _clamd(address: str, command: bytes, fd: int | None = None) -> str:
