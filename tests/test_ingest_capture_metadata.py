@@ -28,7 +28,6 @@ from arkhiv.ingest.capture_metadata import (
     precise_location,
     public_metadata,
     read_capture_metadata,
-    redact_bag_info,
     validate_profile,
 )
 from arkhiv.ingest.model import Check, Outcome
@@ -594,12 +593,6 @@ def test_public_metadata_respects_publish_as(example):
     public = public_metadata(check_capture_document(anonymous)[0])
     assert public["contributor"] == {"publish_as": "anonymous"}
     assert "holder" not in public["rights"]
-
-
-def test_redact_bag_info(example_bag_info):
-    redacted = redact_bag_info({k.upper(): v for k, v in example_bag_info.items()})
-    assert not any("LATITUDE" in k or "LONGITUDE" in k or "ALTITUDE" in k for k in redacted)
-    assert redacted["DC-TITLE"] == example_bag_info["DC-Title"]
 
 
 # --- the BagIt profile -------------------------------------------------------------------------

@@ -13,13 +13,9 @@ from arkhiv.catalog.database import now, reading, writing
 from arkhiv.catalog.tables import leases
 
 
-def acquire(engine: Engine, name: str, holder: str, seconds: float) -> bool:
-    """Take or renew the lease; True when `holder` holds it afterwards."""
-    with writing(engine) as conn:
-        return acquire_in(conn, name, holder, seconds)
-
-
-def acquire_in(conn: Connection, name: str, holder: str, seconds: float) -> bool:
+def acquire(conn: Connection, name: str, holder: str, seconds: float) -> bool:
+    """Take or renew the lease inside the caller's write transaction; True when `holder`
+    holds it afterwards."""
     at = now(conn)
     expires = at + timedelta(seconds=seconds)
     renewed = conn.execute(

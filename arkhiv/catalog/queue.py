@@ -214,8 +214,9 @@ class JobQueue:
         with writing(self.engine) as conn:
             row = conn.execute(
                 select(jobs.c.attempts, jobs.c.max_attempts, jobs.c.errors)
-                .where(*self._held(job_id, owner))
-                .with_for_update()
+                .where(*_HELD)
+                .with_for_update(),
+                {"job_id": job_id, "owner": owner},
             ).first()
             if row is None:
                 return None
@@ -314,10 +315,6 @@ class JobQueue:
             query = query.where(jobs.c.queue.in_(list(queues)))
         with reading(self.engine) as conn:
             return conn.execute(query).scalar_one()
-
-    @staticmethod
-    def _held(job_id: int, owner: str):
-        return (jobs.c.id == job_id, jobs.c.status == "running", jobs.c.lease_owner == owner)
 
 
 # The hot statements are built once: constructing a statement costs more than running it.

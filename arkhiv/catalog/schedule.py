@@ -20,7 +20,3 @@ def record_run(
     values = {"next_run_at": next_run_at, "last_run_at": ran_at, "last_job_id": job_id}
     if conn.execute(update(schedule).where(schedule.c.task == task).values(values)).rowcount == 0:
         conn.execute(insert(schedule).values(task=task, **values))
-
-
-def all_tasks(conn: Connection) -> list[dict]:
-    return [dict(row._mapping) for row in conn.execute(select(schedule).order_by(schedule.c.task))]

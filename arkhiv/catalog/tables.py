@@ -253,8 +253,6 @@ event_agents = Table(
 
 # Jobs -----------------------------------------------------------------------------------------
 
-JOB_STATES = ("queued", "running", "done", "dead")
-
 jobs = Table(
     "jobs",
     metadata,

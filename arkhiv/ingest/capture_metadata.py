@@ -635,11 +635,6 @@ BAG_INFO_FIELDS: tuple[BagInfoField, ...] = (
 )
 # Contact-Name is who to call about the bag; it names the contributor only without DC-Creator.
 FALLBACK_NAME_LABEL = "Contact-Name"
-LOCATING_LABELS = frozenset(
-    f.label
-    for f in BAG_INFO_FIELDS
-    if f.path[:2] == ("object", "coordinates") and f.kind == "number"
-)
 
 _LABEL_OF_PATH = {f.path: f.label for f in BAG_INFO_FIELDS} | {
     ("rights", "license_text"): "DC-Rights"
@@ -934,16 +929,6 @@ def public_metadata(meta: CaptureMetadata) -> dict[str, Any]:
         contributor.pop("organization", None)
     document["permission"].pop("granted_by", None)
     return document
-
-
-def redact_bag_info(bag_info: Mapping[str, Any]) -> dict[str, list[str]]:
-    """bag-info.txt without the labels that locate the object, for reports kept in clear."""
-    locating = {label.lower() for label in LOCATING_LABELS}
-    return {
-        label: [values] if isinstance(values, str) else list(values)
-        for label, values in bag_info.items()
-        if label.strip().lower() not in locating
-    }
 
 
 # --- the BagIt profile --------------------------------------------------------------------------

@@ -41,7 +41,7 @@ class Scheduler:
         """Enqueue every due task if this process leads; returns the ids of new jobs."""
         created = []
         with writing(self.archive.engine) as conn:
-            if not leases.acquire_in(conn, LEASE_NAME, self.holder, self.settings.lease_seconds):
+            if not leases.acquire(conn, LEASE_NAME, self.holder, self.settings.lease_seconds):
                 return []
             at = now(conn)
             for task in self.tasks:
