@@ -13,9 +13,9 @@ from arkhiv.aip.model import (
     FileEntry,
     Format,
     ObjectDescription,
-    PublicLocation,
     Version,
 )
+from arkhiv.policies.location import CoarseLocation
 
 EVENT = "http://id.loc.gov/vocabulary/preservation/eventType/"
 JPEG = Format("fmt/43", "image/jpeg", "JPEG File Interchange Format", "1.01", "signature")
@@ -107,9 +107,10 @@ def sample_object() -> ObjectDescription:
         license="CC-BY-4.0",
         rights_holder="bell-keeper",
         permission="The parish priest allowed photography for preservation and publication.",
-        public_location=PublicLocation(
-            50.2488, 28.8, 25.0, 50.1369, 28.6271, 50.3615, 28.9729, "UA", "Zhytomyr Oblast"
+        public_location=CoarseLocation(
+            50.2488, 28.8, 25.0, 50.1369, 28.6271, 50.3615, 28.9729, "UA"
         ),
+        place_name="Zhytomyr Oblast",
         capture=Capture(
             "photos",
             "2024-05-18T09:42:00+03:00",

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from arkhiv.policies.location import CoarseLocation
+
 FileRole = Literal["original", "derivative", "metadata"]
 
 
@@ -80,21 +82,6 @@ class Capture:
 
 
 @dataclass(frozen=True)
-class PublicLocation:
-    """The coarse cell the public may see (arkhiv.policies.location.coarsen)."""
-
-    latitude: float
-    longitude: float
-    cell_km: float
-    south: float
-    west: float
-    north: float
-    east: float
-    country: str | None = None
-    place_name: str | None = None
-
-
-@dataclass(frozen=True)
 class Version:
     number: int  # 1, 2, ...
     created: datetime
@@ -113,7 +100,8 @@ class ObjectDescription:
     license: str | None = None  # SPDX id, e.g. CC-BY-4.0
     rights_holder: str | None = None
     permission: str | None = None  # the scanning-permission statement
-    public_location: PublicLocation | None = None
+    public_location: CoarseLocation | None = None  # what the public may see
+    place_name: str | None = None  # as the submitter named it, e.g. "Zhytomyr Oblast"
     capture: Capture | None = None
     versions: tuple[Version, ...] = ()
     files: tuple[FileEntry, ...] = ()

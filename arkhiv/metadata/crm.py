@@ -55,7 +55,8 @@ from pyld import jsonld
 from rdflib import RDF, RDFS, XSD, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import SH
 
-from arkhiv.aip.model import Agent, Derivation, ObjectDescription, PublicLocation
+from arkhiv.aip.model import Agent, Derivation, ObjectDescription
+from arkhiv.policies.location import CoarseLocation
 
 CRM = Namespace("http://www.cidoc-crm.org/cidoc-crm/")
 DIG = Namespace("http://www.ics.forth.gr/isl/CRMdig/")
@@ -99,7 +100,7 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def _cell_wkt(loc: PublicLocation) -> str:
+def _cell_wkt(loc: CoarseLocation) -> str:
     w, s, e, n = (_num(v) for v in (loc.west, loc.south, loc.east, loc.north))
     return f"POLYGON(({w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}))"
 
@@ -207,10 +208,10 @@ def crm_graph(obj: ObjectDescription, precise_location: tuple[float, float] | No
             g.add((country, RDF.type, CRM["E53_Place"]))
             label(country, loc.country)
             g.add((cell, CRM["P89_falls_within"], country))
-        if loc.place_name:
+        if obj.place_name:
             region = URIRef(f"{base}/place/region")
             g.add((region, RDF.type, CRM["E53_Place"]))
-            label(region, loc.place_name)
+            label(region, obj.place_name)
             g.add((cell, CRM["P89_falls_within"], region))
             if country is not None:
                 g.add((region, CRM["P89_falls_within"], country))

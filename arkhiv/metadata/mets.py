@@ -13,8 +13,9 @@ import re
 
 from lxml import etree
 
-from arkhiv.aip.model import FileEntry, ObjectDescription, PublicLocation
+from arkhiv.aip.model import FileEntry, ObjectDescription
 from arkhiv.metadata.premis import premis_document, serialize
+from arkhiv.policies.location import CoarseLocation
 
 METS_NS = "http://www.loc.gov/METS/"
 XLINK_NS = "http://www.w3.org/1999/xlink"
@@ -54,12 +55,12 @@ def _xml_id(file_id: str) -> str:
     return file_id
 
 
-def coverage_text(location: PublicLocation) -> str:
+def coverage_text(location: CoarseLocation, place_name: str | None = None) -> str:
     """The public cell as a DCMI Box (its corners, never the capture point), 4 decimals: no finer
     than the cell the model gives, whose bounds are at most that precise."""
     parts = []
-    if location.place_name:
-        parts.append(f"name={location.place_name}")
+    if place_name:
+        parts.append(f"name={place_name}")
     parts += [
         f"northlimit={location.north:.4f}",
         f"southlimit={location.south:.4f}",
@@ -83,8 +84,8 @@ def _dublin_core(parent: etree._Element, obj: ObjectDescription) -> None:
         _dc(data, "date", obj.period)
     location = obj.public_location
     if location is not None:
-        _dc(data, "coverage", coverage_text(location))
-        named = ", ".join(filter(None, (location.place_name, location.country)))
+        _dc(data, "coverage", coverage_text(location, obj.place_name))
+        named = ", ".join(filter(None, (obj.place_name, location.country)))
         if named:
             _dc(data, "coverage", named)
     if obj.license:
