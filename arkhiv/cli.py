@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -71,10 +73,24 @@ def _main(
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _open():
+@contextmanager
+def _opened(upgrade: bool = True) -> Iterator[Any]:
+    """The archive in ARKHIV_HOME, closed when the command is done."""
     from arkhiv.archive import Archive
 
-    return Archive.open(state.home)
+    archive = Archive.open(state.home, upgrade=upgrade)
+    try:
+        yield archive
+    finally:
+        archive.close()
+
+
+def _find_submissions(status: str | None, limit: int) -> list[dict[str, Any]]:
+    from arkhiv.catalog import submissions
+    from arkhiv.catalog.database import reading
+
+    with _opened() as archive, reading(archive.engine) as conn:
+        return submissions.find(conn, status, limit)
 
 
 def _print_json(document: Any) -> None:
@@ -112,11 +128,8 @@ def init(as_json: bool = JSON_OPTION) -> None:
 @app.command()
 def status(as_json: bool = JSON_OPTION) -> None:
     """Catalog, stores, job queues, object counts and the policies in force."""
-    archive = _open()
-    try:
+    with _opened() as archive:
         report = archive.status()
-    finally:
-        archive.close()
     if as_json:
         _print_json(report)
         return
@@ -192,21 +205,23 @@ def worker(
     from arkhiv.jobs.scheduler import Scheduler
     from arkhiv.jobs.worker import Worker
 
-    archive = _open()
-    runner = Worker(archive, queue or None, burst=burst)
-    runner.install_signal_handlers()
-    periodic = None
-    if (scheduler if scheduler is not None else not burst) and archive.settings.scheduler.enabled:
-        periodic = Scheduler(archive, holder=runner.owner)
-        periodic.start()
-    queues = ", ".join(queue) if queue else "all queues"
-    err.print(f"worker {runner.owner} taking jobs from {queues}" + (" (burst)" if burst else ""))
-    try:
-        count = runner.run()
-    finally:
-        if periodic is not None:
-            periodic.shutdown()
-        archive.close()
+    with _opened() as archive:
+        runner = Worker(archive, queue or None, burst=burst)
+        runner.install_signal_handlers()
+        periodic = None
+        wanted = scheduler if scheduler is not None else not burst
+        if wanted and archive.settings.scheduler.enabled:
+            periodic = Scheduler(archive, holder=runner.owner)
+            periodic.start()
+        queues = ", ".join(queue) if queue else "all queues"
+        err.print(
+            f"worker {runner.owner} taking jobs from {queues}" + (" (burst)" if burst else "")
+        )
+        try:
+            count = runner.run()
+        finally:
+            if periodic is not None:
+                periodic.shutdown()
     err.print(f"worker {runner.owner} stopped after {count} job(s)")
 
 
@@ -225,19 +240,16 @@ def serve(
 
     from arkhiv.web.app import create_app
 
-    archive = _open()
-    settings = archive.settings.server
-    host = host or settings.host
-    port = port or settings.port
-    application = create_app(archive, embedded_worker=embedded_worker)
-    display_host = f"[{host}]" if ":" in host else host
-    out.print(
-        f"Arkhiv is serving {archive.settings.home} at [bold]http://{display_host}:{port}[/bold]"
-    )
-    try:
+    with _opened() as archive:
+        settings = archive.settings.server
+        host = host or settings.host
+        port = port or settings.port
+        application = create_app(archive, embedded_worker=embedded_worker)
+        display_host = f"[{host}]" if ":" in host else host
+        out.print(
+            f"Arkhiv is serving {archive.settings.home} at [bold]http://{display_host}:{port}[/bold]"
+        )
         uvicorn.run(application, host=host, port=port, log_level="info")
-    finally:
-        archive.close()
 
 
 @db_app.command("upgrade")
@@ -245,34 +257,26 @@ def db_upgrade(
     revision: str = typer.Option("head", help="Target revision."),
 ) -> None:
     """Apply catalog migrations (also done automatically at start-up)."""
-    from arkhiv.archive import Archive
     from arkhiv.catalog import migrate
 
-    archive = Archive.open(state.home, upgrade=False)
-    try:
+    with _opened(upgrade=False) as archive:
         before = migrate.current_revision(archive.engine)
         with err.status("upgrading the catalog schema"):
             migrate.upgrade(archive.engine, revision)
         after = migrate.current_revision(archive.engine)
-    finally:
-        archive.close()
     out.print(f"catalog schema: {before or 'empty'} -> {after}")
 
 
 @db_app.command("current")
 def db_current(as_json: bool = JSON_OPTION) -> None:
     """Show the catalog's schema revision and the newest this version knows."""
-    from arkhiv.archive import Archive
     from arkhiv.catalog import migrate
 
-    archive = Archive.open(state.home, upgrade=False)
-    try:
+    with _opened(upgrade=False) as archive:
         report = {
             "revision": migrate.current_revision(archive.engine),
             "head": migrate.head_revision(),
         }
-    finally:
-        archive.close()
     if as_json:
         _print_json(report)
     else:
@@ -287,11 +291,8 @@ def jobs_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The newest jobs, optionally of one queue or state."""
-    archive = _open()
-    try:
+    with _opened() as archive:
         found = archive.queue.list(queue, job_status, limit)
-    finally:
-        archive.close()
     if as_json:
         _print_json([job.as_dict() for job in found])
         return
@@ -316,11 +317,8 @@ def jobs_list(
 @jobs_app.command("show")
 def jobs_show(job_id: int, as_json: bool = JSON_OPTION) -> None:
     """One job, with its payload, progress and every error it met."""
-    archive = _open()
-    try:
+    with _opened() as archive:
         job = archive.queue.get(job_id)
-    finally:
-        archive.close()
     if job is None:
         raise ArkhivError(f"no job {job_id}")
     if as_json:
@@ -338,11 +336,8 @@ def jobs_show(job_id: int, as_json: bool = JSON_OPTION) -> None:
 @jobs_app.command("retry")
 def jobs_retry(job_id: int) -> None:
     """Give a dead job a fresh set of attempts."""
-    archive = _open()
-    try:
+    with _opened() as archive:
         requeued = archive.queue.requeue(job_id)
-    finally:
-        archive.close()
     if not requeued:
         raise ArkhivError(f"job {job_id} is not dead (or does not exist); nothing to retry")
     out.print(f"job {job_id} queued again")
@@ -376,8 +371,7 @@ def submit(
     characterized; precise locations are sealed. Exit 1 if it is rejected."""
     from arkhiv.jobs.ingest import receive_submission
 
-    archive = _open()
-    try:
+    with _opened() as archive:
         submission_id, job_id, problems = receive_submission(
             archive, path, submitted_by, plain=plain
         )
@@ -385,8 +379,6 @@ def submit(
             with err.status(f"ingesting {path.name}"):
                 _run_until_finished(archive, job_id)
         report = _submission_report(archive, submission_id)
-    finally:
-        archive.close()
     if as_json:
         _print_json(report)
     else:
@@ -484,52 +476,28 @@ def submissions_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The newest submissions."""
-    from arkhiv.catalog import submissions
-    from arkhiv.catalog.database import reading
-
-    archive = _open()
-    try:
-        with reading(archive.engine) as conn:
-            rows = submissions.find(conn, submission_status, limit)
-    finally:
-        archive.close()
-    _print_submissions(rows, as_json)
+    _print_submissions(_find_submissions(submission_status, limit), as_json)
 
 
 @submissions_app.command("show")
 def submissions_show(submission_id: str, as_json: bool = JSON_OPTION) -> None:
     """One submission: its report, PREMIS events and where its locations are sealed."""
-    archive = _open()
-    try:
+    with _opened() as archive:
         report = _submission_report(archive, submission_id)
-    finally:
-        archive.close()
     _print_submission(report, as_json)
 
 
 @quarantine_app.command("list")
 def quarantine_list(as_json: bool = JSON_OPTION) -> None:
     """Rejected packages kept in quarantine."""
-    from arkhiv.catalog import submissions
-    from arkhiv.catalog.database import reading
-
-    archive = _open()
-    try:
-        with reading(archive.engine) as conn:
-            rows = submissions.find(conn, "rejected", 1000)
-    finally:
-        archive.close()
-    _print_submissions(rows, as_json)
+    _print_submissions(_find_submissions("rejected", 1000), as_json)
 
 
 @quarantine_app.command("show")
 def quarantine_show(submission_id: str, as_json: bool = JSON_OPTION) -> None:
     """Why a package was rejected, check by check."""
-    archive = _open()
-    try:
+    with _opened() as archive:
         report = _submission_report(archive, submission_id)
-    finally:
-        archive.close()
     if report["status"] not in ("rejected", "purged"):
         raise ArkhivError(f"submission {submission_id} is {report['status']}, not quarantined")
     _print_submission(report, as_json)
@@ -550,8 +518,7 @@ def quarantine_purge(
     from arkhiv.catalog.database import reading
     from arkhiv.jobs.ingest import purge
 
-    archive = _open()
-    try:
+    with _opened() as archive:
         if sum((submission_id is not None, older_than is not None, everything)) != 1:
             raise typer.BadParameter("name one of: a submission ID, --older-than DAYS, --all")
         if submission_id:
@@ -563,8 +530,6 @@ def quarantine_purge(
             targets = [r["id"] for r in rows if (r["finished_at"] or r["received_at"]) <= cutoff]
         for target in targets:
             purge(archive, target)
-    finally:
-        archive.close()
     out.print(f"purged {len(targets)} quarantined package(s)")
 
 
