@@ -8,10 +8,12 @@ Tests that need something outside the repository (a server, a program, ../shared
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,6 +127,17 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
+
+
+def zipped(folder: Path, top: str | None = None) -> bytes:
+    """A zip of every file under `folder`, inside a top folder `top` or at the zip's root."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as packed:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                name = str(path.relative_to(folder))
+                packed.write(path, f"{top}/{name}" if top else name)
+    return buffer.getvalue()
 
 
 def arkhiv_command(*args: str) -> list[str]:

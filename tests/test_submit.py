@@ -19,7 +19,7 @@ from arkhiv.catalog.database import reading
 from arkhiv.catalog.tables import metadata
 from arkhiv.ingest.bagging import make_bag
 from arkhiv.security.sealing import Sealed
-from tests.conftest import arkhiv_command, require, subprocess_env
+from tests.conftest import arkhiv_command, require, subprocess_env, zipped
 
 SIGNATURE = b"ARKHIV-TEST-SIGNATURE-" + b"e2e00001"
 # Positions read from the files with ExifTool 12.57 (-n), not with Arkhiv's own reader.
@@ -227,10 +227,7 @@ def test_the_same_package_twice_is_reported_as_a_duplicate(env, corpora, tmp_pat
     first_code, first = submit(bag, env)
     assert first_code == 0
     archive_zip = tmp_path / "again.zip"
-    with zipfile.ZipFile(archive_zip, "w") as packed:
-        for path in sorted(bag.rglob("*")):
-            if path.is_file():
-                packed.write(path, f"berlin/{path.relative_to(bag)}")
+    archive_zip.write_bytes(zipped(bag, "berlin"))
     code, second = submit(archive_zip, env)
     assert code == 1
     duplicate = [c for c in second["report"]["checks"] if c["name"] == "duplicate"]
@@ -287,10 +284,7 @@ def test_rejecting_a_flat_zip_touches_no_other_submission(archive, env, corpora,
     flat = tmp_path / "flat.zip"  # bag files at the zip's root: no single top folder
     bag = berlin_bag(corpora, tmp_path / "incomplete", {"schema_version": "1.0"})
     (bag / "data" / "01.jpg").write_bytes(b"changed after bagging")
-    with zipfile.ZipFile(flat, "w") as packed:
-        for path in sorted(bag.rglob("*")):
-            if path.is_file():
-                packed.write(path, str(path.relative_to(bag)))
+    flat.write_bytes(zipped(bag))
     code, rejected = submit(flat, env)
     assert code == 1
     assert Path(rejected["quarantine_path"]).name == rejected["id"]

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from arkhiv.catalog.database import create_catalog_engine
 from arkhiv.web.app import create_app
-from tests.conftest import arkhiv_command, subprocess_env
+from tests.conftest import arkhiv_command, subprocess_env, zipped
 
 
 def test_health_and_status(archive):
@@ -76,19 +76,6 @@ def test_serve_answers_and_its_embedded_worker_runs_jobs(archive, archive_env, t
             server.kill()
     assert f"http://127.0.0.1:{port}" in output.read_text()
     assert server.returncode == 0
-
-
-def zipped(folder, top: str | None = None) -> bytes:
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as packed:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                name = str(path.relative_to(folder))
-                packed.write(path, f"{top}/{name}" if top else name)
-    return buffer.getvalue()
 
 
 @pytest.fixture
