@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -29,6 +30,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@cache  # the scripts ship with the code: the head cannot change while the process runs
 def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
