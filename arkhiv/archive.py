@@ -25,7 +25,7 @@ from arkhiv.config import (
 )
 from arkhiv.errors import ConfigError
 from arkhiv.security.sealing import ArchiveKey, SealingError
-from arkhiv.storage import LocalStore
+from arkhiv.storage import LocalStore, Store
 
 
 class Archive:
@@ -100,6 +100,19 @@ class Archive:
             self.engine,
             RetryPolicy(jobs.max_attempts, jobs.backoff_base_seconds, jobs.backoff_max_seconds),
         )
+
+    @cached_property
+    def stores(self) -> dict[str, Store]:
+        """The configured stores, by name, in configuration order."""
+        opened: dict[str, Store] = {}
+        for store in self.settings.stores:
+            if not isinstance(store, LocalStoreSettings):
+                raise ConfigError(
+                    f"stores({store.name}): {store.kind} stores are not supported by this "
+                    "version of Arkhiv yet"
+                )
+            opened[store.name] = LocalStore(store.name, store.path)
+        return opened
 
     def check_catalog(self) -> None:
         with reading(self.engine) as conn:

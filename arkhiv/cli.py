@@ -347,6 +347,7 @@ class SubmissionStatus(StrEnum):
     received = "received"
     ingesting = "ingesting"
     accepted = "accepted"
+    archived = "archived"
     rejected = "rejected"
     purged = "purged"
 
@@ -377,7 +378,11 @@ def submit(
         )
         if job_id is not None and wait:
             with err.status(f"ingesting {path.name}"):
-                _run_until_finished(archive, job_id)
+                done = _run_until_finished(archive, job_id)
+            follow_up = (done.result or {}).get("archive_job")
+            if follow_up is not None:
+                with err.status(f"archiving {path.name}"):
+                    _run_until_finished(archive, follow_up)
         report = _submission_report(archive, submission_id)
     if as_json:
         _print_json(report)
@@ -389,7 +394,7 @@ def submit(
         sys.exit(1)
 
 
-def _run_until_finished(archive, job_id: int) -> None:
+def _run_until_finished(archive, job_id: int):
     """Run the job here whenever it is due (its first attempt and retries after back-off),
     or wait while a worker elsewhere runs it."""
     import time
@@ -405,7 +410,9 @@ def _run_until_finished(archive, job_id: int) -> None:
         else:
             time.sleep(0.5)
     if job is not None and job.status == "dead":
-        raise ArkhivError(f"ingest job {job_id} failed: {(job.last_error or '').splitlines()[0]}")
+        first_line = (job.last_error or "").splitlines()[0] if job.last_error else ""
+        raise ArkhivError(f"{job.kind} job {job_id} failed: {first_line}")
+    return job
 
 
 def _submission_report(archive, submission_id: str) -> dict[str, Any]:
@@ -585,6 +592,145 @@ def _bytes(size: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return str(size)
+
+
+# --- objects -----------------------------------------------------------------------------------
+
+
+def _object_id(text: str) -> str:
+    from arkhiv.identifiers import IdentifierError, normalize
+
+    try:
+        return normalize(text)
+    except IdentifierError as exc:
+        raise typer.BadParameter(str(exc), param_hint="ID") from None
+
+
+@app.command()
+def show(
+    object_id: str = typer.Argument(..., metavar="ID", help="The object's ARK."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """An archived object: versions, the head version's files with formats and digests, its
+    PREMIS events and the state of its copies on each store."""
+    from arkhiv.aip.show import object_document
+    from arkhiv.catalog.database import reading
+
+    identifier = _object_id(object_id)
+    with _opened() as archive, reading(archive.engine) as conn:
+        document = object_document(conn, identifier)
+    if document is None:
+        raise ArkhivError(f"no object {identifier}")
+    if as_json:
+        _print_json(document)
+        return
+    out.print(f"[bold]{document['id']}[/bold]  {document['title']}", markup=True)
+    out.print(
+        f"  {document['object_type']}, {document['status']}, v{document['head_version']}, "
+        f"created {document['created_at']}, submission {document['submission']}"
+    )
+    versions = Table(title="Versions")
+    for column in ("version", "created", "user", "message"):
+        versions.add_column(column)
+    for version in document["versions"]:
+        versions.add_row(
+            f"v{version['number']}",
+            version["created_at"],
+            version["user"]["name"] or "",
+            version["message"],
+        )
+    out.print(versions)
+    files = Table(title=f"Files in v{document['head_version']}")
+    for column in ("path", "role", "size", "format", "sha512", "copies"):
+        files.add_column(column)
+    for entry in document["files"]:
+        fmt = entry["format"]
+        copies = ", ".join(f"{store} {state}" for store, state in sorted(entry["replicas"].items()))
+        files.add_row(
+            entry["logical_path"],
+            entry["role"],
+            _bytes(entry["size"]),
+            " ".join(filter(None, (fmt["puid"], fmt["mime_type"]))),
+            entry["digests"]["sha512"][:16] + "…",
+            copies,
+        )
+    out.print(files)
+    events = Table(title="Events")
+    for column in ("time", "event", "outcome", "detail"):
+        events.add_column(column)
+    for event in document["events"]:
+        events.add_row(event["occurred_at"], event["label"], event["outcome"], event["detail"])
+    out.print(events)
+
+
+@app.command()
+def objects(
+    status_filter: str | None = typer.Option(None, "--status", help="Only objects in this state."),
+    limit: int = typer.Option(100, "--limit", min=1),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List archived objects, most recently changed first."""
+    from arkhiv.catalog.database import reading
+    from arkhiv.catalog.objects import list_objects
+
+    with _opened() as archive, reading(archive.engine) as conn:
+        rows = list_objects(conn, status_filter, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table()
+    for column in ("id", "status", "head", "type", "title"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["id"], row["status"], f"v{row['head_version']}", row["object_type"], row["title"]
+        )
+    out.print(table)
+
+
+@app.command()
+def describe(
+    object_id: str = typer.Argument(..., metavar="ID", help="The object's ARK."),
+    assignments: list[str] = typer.Option(
+        ..., "--set", help="FIELD=VALUE (repeatable); an empty VALUE clears an optional field."
+    ),
+    user: str | None = typer.Option(None, "--as", help="Who makes the edit (default: you)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Edit an object's description. The change becomes a new version with regenerated METS,
+    PREMIS and CIDOC-CRM and a PREMIS metadata-modification event. Fields: title, object_type,
+    type_detail, description, inventory_number, place_name, country, period, date_start,
+    date_end, condition, condition_note, license, license_text, rights_holder."""
+    import getpass
+
+    from arkhiv.aip.description import DescriptionError
+    from arkhiv.jobs.archiving import describe_object
+
+    identifier = _object_id(object_id)
+    edits: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{item!r} is not FIELD=VALUE", param_hint="--set")
+        edits[name.strip()] = value
+    with _opened() as archive:
+        try:
+            result, changes = describe_object(archive, identifier, edits, user or getpass.getuser())
+        except DescriptionError as exc:
+            raise ArkhivError(f"{identifier}: {exc}") from None
+    document = {
+        "object": identifier,
+        "changed": {name: {"from": old, "to": new} for name, (old, new) in changes.items()},
+        "version": result.as_dict() if result else None,
+    }
+    if as_json:
+        _print_json(document)
+    elif result is None:
+        out.print(f"{identifier}: nothing changed")
+    else:
+        out.print(f"{identifier}: v{result.number} written ({', '.join(sorted(changes))})")
+    if result is not None and result.status != "preserved":
+        sys.exit(1)
 
 
 def main() -> None:

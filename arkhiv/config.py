@@ -101,6 +101,28 @@ class ServerSettings(_Section):
     embedded_worker: bool = Field(True, description="run jobs inside `arkhiv serve`")
 
 
+class IdentifierSettings(_Section):
+    """Persistent identifiers (ARKs, see docs/identifiers.md)."""
+
+    naan: str = Field(
+        "99999",
+        description="your Name Assigning Authority Number (register one, free, with the ARK "
+        "Alliance); 99999 is reserved for tests and examples",
+    )
+    shoulder: str = Field("b3", description="betanumeric letters ending in a digit, e.g. b3")
+    resolver: str = Field("https://n2t.net/", description="where citations resolve ARKs")
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> IdentifierSettings:
+        from arkhiv.identifiers import IdentifierError, check_naming
+
+        try:
+            check_naming(self.naan, self.shoulder)
+        except IdentifierError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class _EnvironmentWithoutHome(EnvSettingsSource):
     """ARKHIV_HOME chooses which archive to open (see `resolve_home`); once chosen, the home
     given explicitly must not be replaced by the environment's."""
@@ -126,6 +148,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    identifiers: IdentifierSettings = Field(default_factory=IdentifierSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -319,6 +342,13 @@ anonymous_role = "public"
 # Override one with a table such as:
 # [access.roles.researcher]
 # permissions = ["view_public", "download_access_copies", "request_dips"]
+
+[identifiers]
+# Objects are named ark:NAAN/SHOULDER... (docs/identifiers.md). 99999 is the ARK test number:
+# register your institution's own NAAN (free) before archiving for real.
+naan = "99999"
+shoulder = "b3"
+resolver = "https://n2t.net/"
 
 [jobs]
 lease_seconds = 300

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from arkhiv.archive import Archive
+from tests.aip_checks import aip_problems
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
@@ -91,7 +92,7 @@ def catalog_url(request, tmp_path) -> str:
 
 
 @pytest.fixture
-def archive_env(catalog_url, tmp_path, monkeypatch) -> dict[str, str]:
+def archive_env(catalog_url, tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
     """Environment for an archive in a temporary ARKHIV_HOME on the parametrized catalog, with
     short leases and back-off so that tests run in seconds. Exported to this process and
     returned for subprocesses."""
@@ -108,7 +109,9 @@ def archive_env(catalog_url, tmp_path, monkeypatch) -> dict[str, str]:
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return env
+    yield env
+    problems = aip_problems(home, CORPORA / "xml-schemas" if CORPORA.is_dir() else None)
+    assert not problems, "AIPs written by this test are invalid:\n" + "\n".join(problems)
 
 
 @pytest.fixture

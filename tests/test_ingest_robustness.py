@@ -301,7 +301,7 @@ def test_submit_wait_runs_the_retry_after_a_failed_attempt(
     monkeypatch.setattr(ingest, "run_ingest", flaky)
     result = CliRunner().invoke(app, ["submit", str(bag), "--wait", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["status"] == "accepted"
+    assert json.loads(result.stdout)["status"] == "archived"
     assert len(attempts) == 2
 
 

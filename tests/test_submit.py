@@ -99,7 +99,7 @@ def test_phone_photos_gps_is_sealed_and_only_a_coarse_cell_is_public(
 ):
     code, report = submit(berlin_bag(corpora, tmp_path / "berlin"), env)
     assert code == 0, report["summary"]
-    assert report["status"] == "accepted"
+    assert report["status"] == "archived"
     submission_id = report["id"]
 
     with reading(archive.engine) as conn:
@@ -278,8 +278,16 @@ def test_an_invalid_conformance_bag_is_rejected_with_a_reason(env, corpora, tmp_
 
 
 def test_rejecting_a_flat_zip_touches_no_other_submission(archive, env, corpora, tmp_path):
-    code, kept = submit(berlin_bag(corpora, tmp_path / "berlin"), env)
-    assert code == 0
+    # Received and waiting for its ingest: its staging must survive the other's rejection.
+    result = subprocess.run(
+        arkhiv_command("submit", str(berlin_bag(corpora, tmp_path / "berlin")), "--json"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    kept = json.loads(result.stdout)
+    assert kept["status"] == "received"
     kept_staging = Path(kept["staging_path"])
     flat = tmp_path / "flat.zip"  # bag files at the zip's root: no single top folder
     bag = berlin_bag(corpora, tmp_path / "incomplete", {"schema_version": "1.0"})

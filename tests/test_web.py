@@ -111,7 +111,7 @@ def test_upload_a_bag_then_poll_its_outcome(archive, corpora, tmp_path, virus_da
         assert client.get(href).json()["status"] == "received"
         Worker(archive, ["ingest"], burst=True).run()
         outcome = client.get(href).json()
-    assert outcome["status"] == "accepted", outcome["summary"]
+    assert outcome["status"] == "archived", outcome["summary"]
     assert outcome["source_name"] == "berlin.zip"
     assert outcome["public_location"]["country"] == "DE"
     assert "staging_path" not in outcome

@@ -57,6 +57,7 @@ class Event:
     detail: str = ""
     agents: tuple[tuple[str, str], ...] = ()  # (agent id, role: "executing program", ...)
     objects: tuple[str, ...] = ()  # file ids the event concerns (empty: the whole object)
+    outcome_detail: str = ""  # machine-readable detail (JSON text), e.g. the store replicated to
 
 
 @dataclass(frozen=True)

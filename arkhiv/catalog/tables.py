@@ -108,6 +108,7 @@ objects = Table(
     # ingesting, preserved, at_risk, damaged, withdrawn
     Column("status", String(32), nullable=False, index=True),
     Column("head_version", Integer, nullable=False, server_default=text("0")),
+    Column("description", JSON, nullable=True),  # the head version's description.json
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

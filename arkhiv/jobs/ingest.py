@@ -16,11 +16,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from arkhiv.aip.description import from_public_metadata
 from arkhiv.archive import Archive
 from arkhiv.catalog import events, submissions
-from arkhiv.catalog.database import reading, writing
+from arkhiv.catalog.database import now, reading, writing
+from arkhiv.catalog.objects import create_object
 from arkhiv.catalog.queue import enqueue
 from arkhiv.errors import ArkhivError
+from arkhiv.identifiers import mint
 from arkhiv.ingest.bagging import make_bag
 from arkhiv.ingest.capture_metadata import MAX_METADATA_BYTES, METADATA_FILE
 from arkhiv.ingest.identify import Identifier
@@ -33,6 +36,7 @@ from arkhiv.policies.location import coarsen
 
 QUEUE = "ingest"
 KIND = "ingest.submission"
+ARCHIVE_KIND = "aip.archive_submission"  # handled in arkhiv.jobs.archiving
 REPORT_NAME = "ingest-report.json"
 
 
@@ -160,6 +164,8 @@ def process_submission(
             # First, so that the row is locked and a second recorder stops here.
             if not submissions.finish_from(conn, submission_id, "ingesting", status, **values):
                 raise AlreadyRecorded(f"submission {submission_id} was recorded by another worker")
+            if status == "accepted":
+                object_id, archive_job = _open_object(archive, conn, submission_id, report)
             for step in result.steps:
                 agents = [
                     (events.ensure_agent(conn, "software", name, version), "executing program")
@@ -215,7 +221,31 @@ def process_submission(
         return {"submission": submission_id, "status": "recorded elsewhere"}
     with reading(archive.engine) as conn:
         _settle_files(archive, submissions.get(conn, submission_id), result)
-    return {"submission": submission_id, "status": status, "summary": result.summary()}
+    outcome = {"submission": submission_id, "status": status, "summary": result.summary()}
+    if status == "accepted":
+        outcome.update(object=object_id, archive_job=archive_job)
+    return outcome
+
+
+def _open_object(
+    archive: Archive, conn, submission_id: str, report: dict[str, Any]
+) -> tuple[str, int]:
+    """Name the object an accepted package becomes and queue the writing of its v1. The
+    identifier is minted here, once, so that a retried archiving job writes the same object."""
+    naming = archive.settings.identifiers
+    object_id = mint(naming.naan, naming.shoulder)
+    record = from_public_metadata(report.get("metadata"), report.get("public_location"))
+    create_object(conn, object_id, record, now(conn))
+    submissions.update_fields(conn, submission_id, object_id=object_id)
+    job_id, _ = enqueue(
+        conn,
+        QUEUE,
+        ARCHIVE_KIND,
+        {"submission": submission_id},
+        unique_key=f"{ARCHIVE_KIND}:{submission_id}",
+        max_attempts=archive.settings.jobs.max_attempts,
+    )
+    return object_id, job_id
 
 
 def _check_duplicate(result: IngestResult, earlier: list[dict[str, Any]]) -> None:

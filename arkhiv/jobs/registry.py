@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from arkhiv.catalog.queue import Job, JobQueue
 
 QUEUES = ("ingest", "reconstruct", "replicate", "audit", "derive", "maintenance")
-BUILTIN_MODULES = ("arkhiv.jobs.maintenance", "arkhiv.jobs.ingest")
+BUILTIN_MODULES = ("arkhiv.jobs.maintenance", "arkhiv.jobs.ingest", "arkhiv.jobs.archiving")
 
 
 class PermanentJobError(Exception):

@@ -241,6 +241,9 @@ def _event(parent: etree._Element, obj: ObjectDescription, event: Event) -> None
     outcome = _sub(element, "eventOutcomeInformation")
     code, label = EVENT_OUTCOMES[event.outcome]
     _authority(outcome, "eventOutcome", "eventOutcome", code, label)
+    if event.outcome_detail:
+        note = _sub(outcome, "eventOutcomeDetail")
+        _sub(note, "eventOutcomeDetailNote", event.outcome_detail)
     for agent_id, role in event.agents:
         link = _sub(element, "linkingAgentIdentifier")
         _sub(link, "linkingAgentIdentifierType", "local")

@@ -20,6 +20,7 @@ class EventType(StrEnum):
     INGESTION_START = "ins"
     INFORMATION_PACKAGE_CREATION = "ipc"
     METADATA_EXTRACTION = "mee"
+    METADATA_MODIFICATION = "mem"
     MESSAGE_DIGEST_CALCULATION = "mes"
     MIGRATION = "mig"
     NORMALIZATION = "nor"
@@ -38,3 +39,12 @@ class EventType(StrEnum):
     @property
     def label(self) -> str:
         return self.name.lower().replace("_", " ")
+
+
+def label_of(uri: str) -> str:
+    """The label of an event type URI (its last segment when it is not one of these)."""
+    code = uri.rsplit("/", 1)[-1]
+    try:
+        return EventType(code).label
+    except ValueError:
+        return code

@@ -1,0 +1,890 @@
+"""Writing AIPs: an accepted submission becomes v1 of an OCFL object; edits and derivatives
+become later versions. One function does both (`write_version`):
+
+1. build the version once in staging: the new content, then the metadata documents generated
+   from the object as it will be (description.json, METS with PREMIS, CIDOC-CRM as JSON-LD and
+   Turtle), then the OCFL inventory;
+2. hand its files to every store, each read back and verified;
+3. write the replication events to every store's journal;
+4. commit the catalog in one transaction: version, files, replicas, events, the new head.
+
+A retry after a crash reuses the staged version (same bytes, same event identifiers), so the
+stores end up with one version, not two. Concurrent writers of one object are serialized by a
+lease, and the head moves only from the version the writer started from.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import unicodedata
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Connection
+
+from arkhiv import __version__
+from arkhiv.aip import description as descriptions
+from arkhiv.aip.model import (
+    Agent,
+    Capture,
+    Event,
+    FileEntry,
+    Format,
+    ObjectDescription,
+    Version,
+)
+from arkhiv.aip.ocfl import (
+    DIGEST_ALGORITHM,
+    INVENTORY,
+    Inventory,
+    NewContent,
+    OcflError,
+    SourceFile,
+    StagedVersion,
+    User,
+    stage_version,
+)
+from arkhiv.aip.placement import (
+    Placement,
+    PlacementError,
+    place_version,
+    read_inventory,
+    write_journal,
+)
+from arkhiv.archive import Archive
+from arkhiv.catalog import events as catalog_events
+from arkhiv.catalog import leases
+from arkhiv.catalog import objects as catalog_objects
+from arkhiv.catalog.database import reading, writing
+from arkhiv.errors import ArkhivError
+from arkhiv.fixity.digests import digest_file
+from arkhiv.metadata.crm import crm_graph, crm_jsonld, crm_turtle
+from arkhiv.metadata.mets import mets_bytes
+from arkhiv.metadata.premis import premis_document, serialize
+from arkhiv.metadata.premis_vocabulary import EventType, label_of
+from arkhiv.policies.location import CoarseLocation
+from arkhiv.storage.base import StoreError
+
+PACKAGE = "package"
+DERIVATIVES = "derivatives"
+METADATA = "metadata"
+METS_PATH = "metadata/mets.xml"
+PREMIS_PATH = "metadata/premis.xml"
+CRM_JSONLD_PATH = "metadata/crm.jsonld"
+CRM_TURTLE_PATH = "metadata/crm.ttl"
+REPORT_PATH = "metadata/ingest-report.json"
+SEALED_PATH = "metadata/sealed-locations.json"
+# Rewritten for every version from the object's state; never carried over.
+GENERATED = (METS_PATH, PREMIS_PATH, CRM_JSONLD_PATH, CRM_TURTLE_PATH, descriptions.FILE_NAME)
+SOFTWARE_ADDRESS = "https://arkhiv.org/software"
+USER_BASE = "https://arkhiv.org/id/user/"
+_WRITTEN_BY_ARKHIV = "written by Arkhiv"
+METADATA_FORMATS = {
+    ".xml": Format("fmt/101", "application/xml", "Extensible Markup Language", "1.0"),
+    ".json": Format("fmt/817", "application/json", "JSON Data Interchange Format"),
+    ".jsonld": Format("fmt/880", "application/ld+json", "JSON-LD"),
+    ".ttl": Format("fmt/874", "text/turtle", "Turtle"),
+}
+OBJECT_LEASE_SECONDS = 3600
+
+
+class ArchivingError(ArkhivError):
+    pass
+
+
+class ConcurrentChange(ArchivingError):
+    """Another writer changed the object first."""
+
+
+def role_of(logical_path: str) -> str:
+    top = logical_path.split("/", 1)[0]
+    return {PACKAGE: "original", DERIVATIVES: "derivative"}.get(top, "metadata")
+
+
+def file_id(logical_path: str) -> str:
+    """The file's identifier in METS and PREMIS: stable for a logical path across versions."""
+    return "file-" + hashlib.sha256(logical_path.encode()).hexdigest()[:16]
+
+
+def agent_id(agent_type: str, name: str, version: str = "") -> str:
+    digest = hashlib.sha256(f"{agent_type}\0{name}\0{version}".encode()).hexdigest()
+    return "agent-" + digest[:12]
+
+
+def metadata_format(logical_path: str) -> Format:
+    suffix = Path(logical_path).suffix.lower()
+    base = METADATA_FORMATS.get(suffix, Format(None, None, None))
+    return Format(base.puid, base.mime_type, base.name, base.version, _WRITTEN_BY_ARKHIV)
+
+
+def user_for(name: str | None) -> tuple[str, User]:
+    """(agent type, OCFL user) for whoever makes a version; Arkhiv itself when nobody is named."""
+    if name:
+        return "person", User(name, USER_BASE + quote(name, safe=""))
+    return "software", User(f"Arkhiv {__version__}", SOFTWARE_ADDRESS)
+
+
+@dataclass
+class NewFile:
+    logical_path: str
+    source: Path
+    digests: dict[str, str]
+    format: Format
+
+
+@dataclass
+class PendingEvent:
+    """An event made with the version: in its premis.xml and committed with it."""
+
+    id: str
+    type: EventType
+    occurred_at: datetime
+    outcome: str
+    detail: str
+    outcome_detail: dict[str, Any] | None = None
+
+
+@dataclass
+class VersionPlan:
+    """Everything that decides a version's bytes; kept in staging so that a retry rebuilds
+    nothing and writes the same version."""
+
+    object_id: str
+    number: int
+    created: datetime
+    message: str
+    user_type: str
+    user: User
+    record: dict[str, Any]
+    carried: dict[str, str]  # logical path -> sha512 of content the object holds already
+    new_files: list[NewFile]
+    events: list[PendingEvent]
+    submission_id: str | None = None
+    extra_agents: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        document = asdict(self)
+        document["created"] = self.created.isoformat()
+        for item in document["new_files"]:
+            item["source"] = str(item["source"])
+        for item in document["events"]:
+            item["occurred_at"] = item["occurred_at"].isoformat()
+            item["type"] = str(item["type"])
+        return json.dumps(document, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> VersionPlan:
+        document = json.loads(text)
+        document["created"] = datetime.fromisoformat(document["created"])
+        document["user"] = User(**document["user"])
+        document["new_files"] = [
+            NewFile(
+                item["logical_path"],
+                Path(item["source"]),
+                item["digests"],
+                Format(**item["format"]),
+            )
+            for item in document["new_files"]
+        ]
+        document["events"] = [
+            PendingEvent(
+                item["id"],
+                EventType(item["type"]),
+                datetime.fromisoformat(item["occurred_at"]),
+                item["outcome"],
+                item["detail"],
+                item["outcome_detail"],
+            )
+            for item in document["events"]
+        ]
+        document["extra_agents"] = [tuple(agent) for agent in document["extra_agents"]]
+        return cls(**document)
+
+
+# --- the object as the metadata builders see it ---------------------------------------------
+
+
+def _format_of(row: Mapping[str, Any]) -> Format:
+    return Format(
+        row.get("puid"),
+        row.get("mime_type"),
+        row.get("format_name"),
+        None,
+        row.get("format_basis") or "",
+    )
+
+
+def _coarse(record: Mapping[str, Any]) -> CoarseLocation | None:
+    location = record.get("public_location")
+    return CoarseLocation(**location) if location else None
+
+
+def object_description(
+    conn: Connection, plan: VersionPlan, new_content: Mapping[str, str]
+) -> ObjectDescription:
+    """The object as it will be once `plan` is its head. `new_content`: logical path -> content
+    path for the plan's new files."""
+    record = plan.record
+    rows = catalog_objects.files_of(conn, plan.object_id)
+    by_digest = {row["sha512"]: row for row in rows.values()}
+    file_entries: list[FileEntry] = []
+    for logical, digest in sorted(plan.carried.items()):
+        row = by_digest[digest]
+        file_entries.append(
+            FileEntry(
+                id=file_id(logical),
+                logical_path=logical,
+                content_path=row["content_path"],
+                size=row["size"],
+                digests=_digests_of(row),
+                format=_format_of(row),
+                role=role_of(logical),
+                created=row["created_at"],
+            )
+        )
+    for new in plan.new_files:
+        content_path = new_content.get(new.logical_path)
+        if content_path is None:  # same bytes as content the object holds
+            content_path = by_digest[new.digests[DIGEST_ALGORITHM]]["content_path"]
+        file_entries.append(
+            FileEntry(
+                id=file_id(new.logical_path),
+                logical_path=new.logical_path,
+                content_path=content_path,
+                size=new.source.stat().st_size,
+                digests=dict(new.digests),
+                format=new.format,
+                role=role_of(new.logical_path),
+                created=plan.created,
+            )
+        )
+    file_entries.sort(key=lambda entry: entry.logical_path)
+
+    agents: dict[str, Agent] = {}
+
+    def agent(agent_type: str, name: str, version: str = "") -> str:
+        key = agent_id(agent_type, name, version)
+        agents.setdefault(key, Agent(key, agent_type, name, version))
+        return key
+
+    arkhiv_agent = agent("software", "Arkhiv", __version__)
+    events: list[Event] = []
+    rows_of_events = catalog_events.events_for_object(conn, plan.object_id)
+    if plan.submission_id:
+        rows_of_events += catalog_events.events_for_submission(conn, plan.submission_id)
+    seen = set()
+    for row in rows_of_events:
+        if row["id"] in seen:
+            continue
+        seen.add(row["id"])
+        events.append(
+            Event(
+                id=row["id"],
+                type_uri=row["event_type"],
+                type_label=label_of(row["event_type"]),
+                date_time=row["occurred_at"],
+                outcome=row["outcome"],
+                detail=row["detail"],
+                agents=tuple(
+                    (agent(a["type"], a["name"], a["version"]), a["role"]) for a in row["agents"]
+                ),
+                outcome_detail=_detail_text(row["outcome_detail"]),
+            )
+        )
+    for pending in plan.events:
+        events.append(
+            Event(
+                id=pending.id,
+                type_uri=pending.type.uri,
+                type_label=pending.type.label,
+                date_time=pending.occurred_at,
+                outcome=pending.outcome,
+                detail=pending.detail,
+                agents=((arkhiv_agent, "executing program"),),
+                outcome_detail=_detail_text(pending.outcome_detail),
+            )
+        )
+    events.sort(key=lambda event: (event.date_time, event.id))
+
+    versions = [
+        Version(
+            row["number"],
+            row["created_at"],
+            row["message"],
+            agent(row["user_type"] or "person", row["user_name"] or "unknown"),
+        )
+        for row in catalog_objects.versions_of(conn, plan.object_id)
+    ]
+    versions.append(
+        Version(plan.number, plan.created, plan.message, agent(plan.user_type, plan.user.name))
+    )
+    capture_record = record.get("capture") or {}
+    contributor = agent("person", record["contributor"]) if record.get("contributor") else None
+    organization = (
+        agent("organization", record["organization"]) if record.get("organization") else None
+    )
+    for agent_type, name, version in plan.extra_agents:
+        agent(agent_type, name, version)
+    capture = None
+    if capture_record.get("mode"):
+        capture = Capture(
+            mode=capture_record["mode"],
+            captured_at=capture_record.get("captured_at"),
+            device=capture_record.get("device"),
+            app=capture_record.get("app"),
+            contributor=contributor,
+            organization=organization,
+        )
+    return ObjectDescription(
+        id=plan.object_id,
+        title=record.get("title") or "",
+        object_type=record.get("object_type") or "other",
+        description=record.get("description") or "",
+        period=record.get("period"),
+        condition=record.get("condition"),
+        license=record.get("license"),
+        rights_holder=record.get("rights_holder"),
+        permission=record.get("permission"),
+        public_location=_coarse(record),
+        place_name=record.get("place_name"),
+        capture=capture,
+        versions=tuple(versions),
+        files=tuple(file_entries),
+        events=tuple(events),
+        agents=tuple(agents.values()),
+    )
+
+
+def _digests_of(row: Mapping[str, Any]) -> dict[str, str]:
+    digests = {"sha512": row["sha512"]}
+    if row.get("sha256"):
+        digests["sha256"] = row["sha256"]
+    digests.update(row.get("fixity") or {})
+    return digests
+
+
+def _detail_text(detail: Any) -> str:
+    if detail in (None, "", {}):
+        return ""
+    return json.dumps(detail, sort_keys=True, ensure_ascii=False)
+
+
+def write_metadata_documents(obj: ObjectDescription, folder: Path) -> dict[str, Path]:
+    """METS (with PREMIS inside), PREMIS alone, and the CIDOC-CRM graph as JSON-LD and Turtle."""
+    folder.mkdir(parents=True, exist_ok=True)
+    premis = premis_document(obj)
+    graph = crm_graph(obj)
+    documents = {
+        METS_PATH: mets_bytes(obj, premis),
+        PREMIS_PATH: _xml_bytes(premis),
+        CRM_JSONLD_PATH: (
+            json.dumps(crm_jsonld(graph), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+        ).encode(),
+        CRM_TURTLE_PATH: crm_turtle(graph),
+    }
+    written = {}
+    for logical, data in documents.items():
+        target = folder / Path(logical).name
+        target.write_bytes(data)
+        written[logical] = target
+    return written
+
+
+def _xml_bytes(element) -> bytes:
+    return serialize(element)
+
+
+# --- writing a version ------------------------------------------------------------------------
+
+
+@dataclass
+class VersionResult:
+    object_id: str
+    number: int
+    status: str
+    placements: list[Placement]
+    staged: StagedVersion
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "object": self.object_id,
+            "version": self.number,
+            "status": self.status,
+            "stores": {
+                p.store: "verified" if p.complete else f"failed: {p.problem}"
+                for p in self.placements
+            },
+        }
+
+
+def prior_inventory(archive: Archive, object_id: str, head: int) -> Inventory | None:
+    """The object's inventory at `head`, from the first store holding exactly that head."""
+    if head == 0:
+        return None
+    problems = []
+    for store in archive.stores.values():
+        try:
+            inventory = read_inventory(store, object_id)
+        except (StoreError, OSError, OcflError, PlacementError) as exc:
+            problems.append(f"{store.name}: {exc}")
+            continue
+        if inventory is not None and inventory.head == head:
+            return inventory
+        problems.append(f"{store.name}: holds v{inventory.head if inventory else 0}")
+    raise ArchivingError(f"no store holds v{head} of {object_id} readable: " + "; ".join(problems))
+
+
+def _stage(archive: Archive, plan: VersionPlan, workdir: Path) -> StagedVersion:
+    """Build (or, after a crash, reuse) the staged version of `plan`."""
+    with reading(archive.engine) as conn:
+        head = catalog_objects.get_object(conn, plan.object_id)["head_version"]
+    prior = prior_inventory(archive, plan.object_id, head)
+    known = set(prior.manifest) if prior else set()
+    number = plan.number
+    new_content = {}
+    seen: set[str] = set()
+    for new in sorted(plan.new_files, key=lambda item: item.logical_path):
+        digest = new.digests[DIGEST_ALGORITHM]
+        if digest not in known and digest not in seen:
+            new_content[new.logical_path] = f"v{number}/content/{new.logical_path}"
+            seen.add(digest)
+    with reading(archive.engine) as conn:
+        obj = object_description(conn, plan, new_content)
+    generated = write_metadata_documents(obj, workdir / "generated")
+    description_file = workdir / "generated" / "description.json"
+    description_file.write_bytes(descriptions.to_bytes(plan.record))
+    generated[descriptions.FILE_NAME] = description_file
+    files: dict[str, SourceFile] = {
+        new.logical_path: SourceFile(new.source, new.digests) for new in plan.new_files
+    }
+    for logical, path in generated.items():
+        files[logical] = SourceFile(path)
+    carried = {path: digest for path, digest in plan.carried.items() if path not in files}
+    return stage_version(
+        workdir / "object",
+        plan.object_id,
+        prior,
+        files,
+        carried=carried,
+        created=plan.created,
+        message=plan.message,
+        user=plan.user,
+        fixity_algorithms=tuple(archive.settings.preservation.digest_algorithms),
+    )
+
+
+def write_version(
+    archive: Archive,
+    object_id: str,
+    make_plan: Callable[[Path], VersionPlan],
+    workdir: Path,
+    *,
+    lease_holder: str,
+    on_commit: Callable[[Connection, VersionPlan], None] | None = None,
+) -> VersionResult:
+    """Plan, stage, place and commit one version (see the module's description).
+
+    `make_plan(inputs_folder)` decides the version; after a crash the saved plan is used
+    instead, so a retry writes the very same version. `on_commit(conn, plan)` runs inside the
+    catalog transaction, for the caller's own records."""
+    lease = f"object:{object_id}"
+    with writing(archive.engine) as conn:
+        if not leases.acquire(conn, lease, lease_holder, OBJECT_LEASE_SECONDS):
+            raise ConcurrentChange(f"{object_id} is being changed by another worker")
+    try:
+        plan = _load_or_make_plan(workdir, make_plan)
+        staged = _load_or_stage(archive, plan, workdir / "build")
+        placements = [place_version(staged, store) for store in archive.stores.values()]
+        if not any(p.complete for p in placements):
+            raise ArchivingError(
+                f"{plan.object_id} v{plan.number} could not be written to any store: "
+                + "; ".join(f"{p.store}: {p.problem}" for p in placements)
+            )
+        replication = _replication_events(plan, staged, placements)
+        journal_entry = {
+            "version": plan.number,
+            "events": [_journal_event(event) for event in replication],
+        }
+        write_journal(
+            list(archive.stores.values()),
+            plan.object_id,
+            plan.created,
+            f"v{plan.number}-replication",
+            journal_entry,
+        )
+        with writing(archive.engine) as conn:
+            status = _commit(conn, archive, plan, staged, placements, replication)
+            if on_commit is not None:
+                on_commit(conn, plan)
+    finally:
+        leases.release(archive.engine, lease, lease_holder)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return VersionResult(plan.object_id, plan.number, status, placements, staged)
+
+
+def _load_or_make_plan(workdir: Path, make_plan: Callable[[Path], VersionPlan]) -> VersionPlan:
+    saved = workdir / "plan.json"
+    if saved.exists():
+        try:
+            return VersionPlan.from_json(saved.read_text())
+        except (ValueError, KeyError, TypeError):
+            pass  # written only part-way before a crash: plan again
+    shutil.rmtree(workdir, ignore_errors=True)
+    inputs = workdir / "inputs"
+    inputs.mkdir(parents=True)
+    plan = make_plan(inputs)
+    temporary = saved.with_suffix(".part")
+    temporary.write_text(plan.to_json())
+    temporary.replace(saved)
+    return plan
+
+
+def _load_or_stage(archive: Archive, plan: VersionPlan, workdir: Path) -> StagedVersion:
+    marker = workdir / "staged.json"
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        staged = _staged_from_disk(workdir / "object", plan, saved)
+        if staged is not None:
+            return staged
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    staged = _stage(archive, plan, workdir)
+    marker.write_text(
+        json.dumps(
+            {
+                "inventory_sha512": staged.inventory_sha512,
+                "new_content": [
+                    {"content_path": c.content_path, "size": c.size, "digests": c.digests}
+                    for c in staged.new_content
+                ],
+            }
+        )
+    )
+    return staged
+
+
+def _staged_from_disk(root: Path, plan: VersionPlan, saved: dict) -> StagedVersion | None:
+    try:
+        data = (root / INVENTORY).read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha512(data).hexdigest() != saved["inventory_sha512"]:
+        return None
+    inventory = Inventory.from_json(data)
+    content = [
+        NewContent(item["content_path"], root / item["content_path"], item["size"], item["digests"])
+        for item in saved["new_content"]
+    ]
+    if not all(item.local_path.is_file() for item in content):
+        return None
+    return StagedVersion(plan.object_id, plan.number, root, inventory, data, content)
+
+
+def replication_event_id(object_id: str, number: int, store: str) -> str:
+    """The same placement gives the same event identifier, however often it is retried."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"arkhiv:{object_id}:v{number}:replication:{store}"))
+
+
+def _replication_events(
+    plan: VersionPlan, staged: StagedVersion, placements: list[Placement]
+) -> list[PendingEvent]:
+    size = sum(content.size for content in staged.new_content)
+    count = len(staged.new_content)
+    events = []
+    at = datetime.now(UTC)
+    for placement in placements:
+        if placement.complete:
+            detail = (
+                f"v{plan.number} written to store {placement.store}: {count} new content "
+                f"file(s), {size} bytes, each read back and its sha512 matched"
+            )
+            outcome = "success"
+        else:
+            detail = f"v{plan.number} not written to store {placement.store}: {placement.problem}"
+            outcome = "failure"
+        events.append(
+            PendingEvent(
+                replication_event_id(plan.object_id, plan.number, placement.store),
+                EventType.REPLICATION,
+                at,
+                outcome,
+                detail,
+                {"store": placement.store, "version": plan.number},
+            )
+        )
+    return events
+
+
+def _journal_event(event: PendingEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type.uri,
+        "occurred_at": event.occurred_at.isoformat(),
+        "outcome": event.outcome,
+        "detail": event.detail,
+        "outcome_detail": event.outcome_detail,
+        "agents": [
+            {
+                "type": "software",
+                "name": "Arkhiv",
+                "version": __version__,
+                "role": "executing program",
+            }
+        ],
+    }
+
+
+def _commit(
+    conn: Connection,
+    archive: Archive,
+    plan: VersionPlan,
+    staged: StagedVersion,
+    placements: list[Placement],
+    replication: list[PendingEvent],
+) -> str:
+    if not catalog_objects.set_head(
+        conn,
+        plan.object_id,
+        expected_head=plan.number - 1,
+        head=plan.number,
+        description=plan.record,
+        at=plan.created,
+    ):
+        raise ConcurrentChange(f"{plan.object_id} moved past v{plan.number - 1} meanwhile")
+    user_agent = catalog_events.ensure_agent(
+        conn,
+        plan.user_type,
+        plan.user.name,
+        __version__ if plan.user_type == "software" else "",
+        plan.user.address,
+    )
+    version_id = catalog_objects.add_version(
+        conn,
+        plan.object_id,
+        plan.number,
+        plan.message,
+        user_agent,
+        plan.created,
+        staged.inventory_sha512,
+    )
+    formats = {new.logical_path: new.format for new in plan.new_files}
+    inventory = staged.inventory
+    state = inventory.versions[plan.number].logical_files()
+    existing = catalog_objects.file_ids(conn, plan.object_id)
+    by_content = {}
+    for content in staged.new_content:
+        logical = next(
+            path
+            for path, digest in sorted(state.items())
+            if digest == content.digests[DIGEST_ALGORITHM]
+        )
+        fmt = formats.get(logical) or metadata_format(logical)
+        digests = inventory.digests_of(content.content_path)
+        by_content[content.content_path] = catalog_objects.add_file(
+            conn,
+            plan.object_id,
+            content_path=content.content_path,
+            size=content.size,
+            sha512=digests["sha512"],
+            sha256=digests.get("sha256"),
+            fixity={k: v for k, v in digests.items() if k not in ("sha512", "sha256")},
+            puid=fmt.puid,
+            mime_type=fmt.mime_type,
+            format_name=fmt.name,
+            format_basis=fmt.basis,
+            role=role_of(logical),
+            created_at=plan.created,
+        )
+    existing.update(by_content)
+    catalog_objects.add_version_files(
+        conn,
+        version_id,
+        {path: existing[inventory.content_path_of(digest)] for path, digest in state.items()},
+    )
+    store_ids = catalog_objects.store_ids(conn)
+    by_store = {event.outcome_detail["store"]: event for event in replication}
+    for placement in placements:
+        event = by_store[placement.store]
+        for file_row in by_content.values():
+            catalog_objects.set_replica(
+                conn,
+                file_row,
+                store_ids[placement.store],
+                "verified" if placement.complete else "missing",
+                event.occurred_at if placement.complete else None,
+            )
+    arkhiv_agent = catalog_events.ensure_agent(conn, "software", "Arkhiv", __version__)
+    if plan.submission_id:
+        catalog_events.link_to_object(conn, plan.submission_id, plan.object_id, plan.number)
+    for event in [*plan.events, *replication]:
+        catalog_events.record_event(
+            conn,
+            event.type.uri,
+            event.outcome,
+            event.detail,
+            occurred_at=event.occurred_at,
+            event_id=event.id,
+            object_id=plan.object_id,
+            version_number=plan.number,
+            outcome_detail=event.outcome_detail,
+            agents_by_role=[(arkhiv_agent, "executing program")],
+        )
+    status = preservation_status(conn, archive, plan.object_id)
+    catalog_objects.set_status(conn, plan.object_id, status)
+    return status
+
+
+def preservation_status(conn: Connection, archive: Archive, object_id: str) -> str:
+    """preserved: every content file has verified replicas on at least min_copies stores in at
+    least min_regions regions; at_risk otherwise."""
+    policy = archive.settings.preservation
+    copies: dict[str, list[str]] = {}
+    for row in catalog_objects.replicas_of(conn, object_id):
+        if row["status"] == "verified":
+            copies.setdefault(row["content_path"], []).append(row["region"])
+    files = catalog_objects.file_ids(conn, object_id)
+    for content_path in files:
+        regions = copies.get(content_path, [])
+        if len(regions) < policy.min_copies or len(set(regions)) < policy.min_regions:
+            return "at_risk"
+    return "preserved"
+
+
+# --- v1 from an accepted submission -----------------------------------------------------------
+
+
+def _disk_path(bag_root: Path, manifest_path: str) -> Path:
+    """The file on disk for a manifest path (macOS may have written the other Unicode form)."""
+    for form in (None, "NFC", "NFD"):
+        candidate = bag_root / (
+            manifest_path if form is None else unicodedata.normalize(form, manifest_path)
+        )
+        if candidate.is_file():
+            return candidate
+    raise ArchivingError(f"{manifest_path}: in the report but not in staging")
+
+
+def _format_from_report(entry: Mapping[str, Any]) -> Format:
+    found = entry.get("format") or {}
+    return Format(
+        found.get("puid"),
+        found.get("mime_type"),
+        found.get("format_name"),
+        found.get("format_version"),
+        found.get("basis") or "",
+    )
+
+
+def plan_first_version(
+    archive: Archive,
+    submission: Mapping[str, Any],
+    sealed: list[Mapping[str, Any]],
+    inputs: Path,
+) -> VersionPlan:
+    """v1 of the object an accepted submission becomes: the package as received (payload and
+    tag files), its ingest report, its sealed locations (ciphertext only) and the metadata."""
+    bag_root = Path(submission["staging_path"])
+    report = submission["report"] or {}
+    payload = {entry["path"]: entry for entry in report.get("files", [])}
+    new_files: list[NewFile] = []
+    for path in sorted(bag_root.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(bag_root).as_posix()
+        entry = payload.get(relative) or payload.get(unicodedata.normalize("NFC", relative))
+        if entry is not None:
+            source = _disk_path(bag_root, entry["path"])
+            new_files.append(
+                NewFile(
+                    f"{PACKAGE}/{entry['path']}",
+                    source,
+                    {k.lower(): v.lower() for k, v in entry["digests"].items()},
+                    _format_from_report(entry),
+                )
+            )
+        else:  # a tag file: bagit.txt, bag-info.txt, manifests, capture-metadata.json
+            fmt = (
+                metadata_format(relative)
+                if relative.endswith(".json")
+                else Format("x-fmt/111", "text/plain", "Plain Text File", None, "BagIt tag file")
+            )
+            new_files.append(NewFile(f"{PACKAGE}/{relative}", path, {}, fmt))
+    report_file = inputs / "ingest-report.json"
+    document = dict(report)
+    document["submission"] = {
+        "id": submission["id"],
+        "source_name": submission["source_name"],
+        "submitted_by": submission["submitted_by"],
+        "received_at": submission["received_at"].isoformat(),
+        "finished_at": submission["finished_at"].isoformat() if submission["finished_at"] else None,
+        "payload_fingerprint": submission["payload_fingerprint"],
+    }
+    report_file.write_bytes(
+        (json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    )
+    new_files.append(NewFile(REPORT_PATH, report_file, {}, metadata_format(REPORT_PATH)))
+    if sealed:
+        sealed_file = inputs / "sealed-locations.json"
+        sealed_file.write_bytes(sealed_locations_bytes(sealed))
+        new_files.append(NewFile(SEALED_PATH, sealed_file, {}, metadata_format(SEALED_PATH)))
+    for new in new_files:
+        if DIGEST_ALGORITHM not in new.digests:
+            new.digests.update(
+                digest_file(new.source, archive.settings.preservation.digest_algorithms)
+            )
+    record = descriptions.from_public_metadata(
+        report.get("metadata"), submission.get("public_location")
+    )
+    user_type, user = user_for(submission["submitted_by"] or None)
+    created = datetime.now(UTC)
+    count = sum(1 for new in new_files if new.logical_path.startswith(PACKAGE + "/"))
+    size = sum(new.source.stat().st_size for new in new_files)
+    events = [
+        PendingEvent(
+            str(uuid.uuid4()),
+            EventType.INFORMATION_PACKAGE_CREATION,
+            created,
+            "success",
+            f"OCFL object v1 built from submission {submission['id']}: the package as "
+            f"received ({count} files) with its ingest report and metadata, {size} bytes",
+        )
+    ]
+    return VersionPlan(
+        object_id=submission["object_id"],
+        number=1,
+        created=created,
+        message=f"Ingest of submission {submission['id']} ({submission['source_name']})",
+        user_type=user_type,
+        user=user,
+        record=record,
+        carried={},
+        new_files=new_files,
+        events=events,
+        submission_id=submission["id"],
+    )
+
+
+def sealed_locations_bytes(sealed: list[Mapping[str, Any]]) -> bytes:
+    """The sealed (AES-256-GCM) precise locations: ciphertext only, useless without the archive
+    key, kept in the AIP so that a rebuilt catalog still has them."""
+    document = [
+        {
+            "submission": row["submission_id"],
+            "source": row["source_path"],
+            "kind": row["kind"],
+            "key_id": row["key_id"],
+            "nonce": base64.b64encode(row["nonce"]).decode(),
+            "ciphertext": base64.b64encode(row["ciphertext"]).decode(),
+            "created_at": row["created_at"].isoformat(),
+        }
+        for row in sealed
+    ]
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
