@@ -733,6 +733,26 @@ def describe(
         sys.exit(1)
 
 
+@app.command("rebuild-catalog")
+def rebuild_catalog(as_json: bool = JSON_OPTION) -> None:
+    """Rebuild an empty catalog from the OCFL objects and event journals on the stores: objects,
+    versions, files, events, submissions, sealed locations and replicas. Move the old catalog
+    aside first (the catalog is an index; the AIPs are the truth). Exit 1 if anything could not
+    be restored."""
+    from arkhiv.aip.rebuild import rebuild_catalog as rebuild
+
+    with _opened() as archive:
+        report = rebuild(archive)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        out.print(f"{len(report.objects)} object(s) restored from the stores")
+        for problem in report.problems:
+            err.print(f"problem: {problem}", markup=False, highlight=False)
+    if report.problems:
+        sys.exit(1)
+
+
 def main() -> None:
     try:
         app()

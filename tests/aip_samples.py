@@ -104,6 +104,7 @@ def sample_object() -> ObjectDescription:
         description="Three-tier wooden bell tower with carved eaves.",
         period="late 18th century",
         condition="damaged",
+        condition_note="Shell damage to the bell tower, 2022",
         license="CC-BY-4.0",
         rights_holder="bell-keeper",
         permission="The parish priest allowed photography for preservation and publication.",

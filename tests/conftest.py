@@ -123,6 +123,19 @@ def archive(archive_env) -> Iterator[Archive]:
         opened.close()
 
 
+@pytest.fixture
+def virus_database(tmp_path) -> Path:
+    """A ClamAV database with one test signature (no official database is needed)."""
+    import shutil
+
+    if shutil.which("clamscan") is None:
+        require("clamav", "clamscan is not installed")
+    folder = tmp_path / "signatures"
+    folder.mkdir()
+    (folder / "test.ndb").write_text("Arkhiv.Test:0:*:" + b"ARKHIV-TEST-SIGNATURE".hex() + "\n")
+    return folder
+
+
 def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for `python -m arkhiv ...` children: the repo importable (for test
     handler plugins) and this process's ARKHIV_* settings."""

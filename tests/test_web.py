@@ -78,20 +78,6 @@ def test_serve_answers_and_its_embedded_worker_runs_jobs(archive, archive_env, t
     assert server.returncode == 0
 
 
-@pytest.fixture
-def virus_database(tmp_path):
-    import shutil
-
-    from tests.conftest import require
-
-    if shutil.which("clamscan") is None:
-        require("clamav", "clamscan is not installed")
-    folder = tmp_path / "signatures"
-    folder.mkdir()
-    (folder / "web.ndb").write_text("Arkhiv.Test.Web:0:*:" + b"ARKHIV-WEB-TEST".hex() + "\n")
-    return folder
-
-
 def test_upload_a_bag_then_poll_its_outcome(archive, corpora, tmp_path, virus_database):
     from arkhiv.ingest.bagging import make_bag
     from arkhiv.jobs.worker import Worker

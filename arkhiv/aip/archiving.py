@@ -82,6 +82,7 @@ CRM_JSONLD_PATH = "metadata/crm.jsonld"
 CRM_TURTLE_PATH = "metadata/crm.ttl"
 REPORT_PATH = "metadata/ingest-report.json"
 SEALED_PATH = "metadata/sealed-locations.json"
+SUBMISSION_RECORD = "submission_record"  # in the archived ingest report
 # Rewritten for every version from the object's state; never carried over.
 GENERATED = (METS_PATH, PREMIS_PATH, CRM_JSONLD_PATH, CRM_TURTLE_PATH, descriptions.FILE_NAME)
 SOFTWARE_ADDRESS = "https://arkhiv.org/software"
@@ -350,6 +351,7 @@ def object_description(
         description=record.get("description") or "",
         period=record.get("period"),
         condition=record.get("condition"),
+        condition_note=record.get("condition_note"),
         license=record.get("license"),
         rights_holder=record.get("rights_holder"),
         permission=record.get("permission"),
@@ -660,11 +662,7 @@ def _commit(
     ):
         raise ConcurrentChange(f"{plan.object_id} moved past v{plan.number - 1} meanwhile")
     user_agent = catalog_events.ensure_agent(
-        conn,
-        plan.user_type,
-        plan.user.name,
-        __version__ if plan.user_type == "software" else "",
-        plan.user.address,
+        conn, plan.user_type, plan.user.name, identifier=plan.user.address
     )
     version_id = catalog_objects.add_version(
         conn,
@@ -818,8 +816,12 @@ def plan_first_version(
             )
             new_files.append(NewFile(f"{PACKAGE}/{relative}", path, {}, fmt))
     report_file = inputs / "ingest-report.json"
+    with reading(archive.engine) as conn:
+        ingest_events = catalog_events.events_for_submission(conn, submission["id"])
     document = dict(report)
-    document["submission"] = {
+    # How the submission was received, for a catalog rebuilt from the stores.
+    document[SUBMISSION_RECORD] = {
+        "events": [event["id"] for event in ingest_events],
         "id": submission["id"],
         "source_name": submission["source_name"],
         "submitted_by": submission["submitted_by"],

@@ -98,6 +98,7 @@ class ObjectDescription:
     description: str = ""
     period: str | None = None  # "late 18th century"
     condition: str | None = None  # intact, damaged, destroyed, unknown
+    condition_note: str | None = None
     license: str | None = None  # SPDX id, e.g. CC-BY-4.0
     rights_holder: str | None = None
     permission: str | None = None  # the scanning-permission statement

@@ -8,6 +8,7 @@ times of audits that happen outside versions, stay out.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import Connection
@@ -86,7 +87,8 @@ def object_document(conn: Connection, object_id: str) -> dict[str, Any] | None:
         "head_version": row["head_version"],
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
-        "description": row["description"],
+        # Sorted: JSON columns do not keep key order on every database.
+        "description": json.loads(json.dumps(row["description"], sort_keys=True)),
         "submission": submission.id if submission else None,
         "sealed_locations": [
             {"source": s.source_path, "kind": s.kind, "key_id": s.key_id}

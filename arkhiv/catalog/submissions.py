@@ -49,6 +49,19 @@ def finish_from(
     return changed.rowcount == 1
 
 
+def advance(
+    conn: Connection, submission_id: str, expected: str, status: str, **values: Any
+) -> bool:
+    """Like finish_from, for a step after the outcome (accepted -> archived): the time the
+    outcome was decided stays."""
+    changed = conn.execute(
+        update(submissions)
+        .where(submissions.c.id == submission_id, submissions.c.status == expected)
+        .values(status=status, **values)
+    )
+    return changed.rowcount == 1
+
+
 def get(conn: Connection, submission_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(submissions).where(submissions.c.id == submission_id)).first()
     return dict(row._mapping) if row else None

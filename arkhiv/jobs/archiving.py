@@ -55,9 +55,7 @@ def archive_submission(archive: Archive, submission_id: str, holder: str) -> dic
         raise PermanentJobError(f"the staged package of {submission_id} is gone")
 
     def record_archived(conn, plan: VersionPlan) -> None:
-        if not submissions.finish_from(
-            conn, submission_id, "accepted", "archived", staging_path=None
-        ):
+        if not submissions.advance(conn, submission_id, "accepted", "archived", staging_path=None):
             raise ArkhivError(f"submission {submission_id} was archived by another worker")
         conn.execute(
             update(sealed_locations)

@@ -12,6 +12,9 @@ URI scheme. Everything about one object is minted under
 `https://arkhiv.org/id/ark%3A%2F99999%2Fa1`):
 
     /object                     E22 Human-Made Object (the monument, building, ...)
+    /condition                  E3 Condition State (type from vocab condition/{status})
+    /production                 E12 Production, with the period as the text of its E52
+    /rights/license             E30 Right (the licence) every D9 is subject to
     /identifier, /title         E42 Identifier, E35 Title
     /place/cell                 E53 the public grid cell (WKT polygon)
     /place/region               E53 the public place name, when given
@@ -191,6 +194,30 @@ def crm_graph(obj: ObjectDescription, precise_location: tuple[float, float] | No
     label(kind, obj.object_type)
     if obj.description:
         g.add((thing, CRM["P3_has_note"], Literal(obj.description)))
+    if obj.condition:
+        state = URIRef(f"{base}/condition")
+        g.add((thing, CRM["P44_has_condition"], state))
+        g.add((state, RDF.type, CRM["E3_Condition_State"]))
+        status = VOCAB[f"condition/{_seg(obj.condition)}"]
+        g.add((state, CRM["P2_has_type"], status))
+        g.add((status, RDF.type, CRM["E55_Type"]))
+        label(status, obj.condition)
+        if obj.condition_note:
+            g.add((state, CRM["P3_has_note"], Literal(obj.condition_note)))
+    if obj.period:
+        production = URIRef(f"{base}/production")
+        g.add((thing, CRM["P108i_was_produced_by"], production))
+        g.add((production, RDF.type, CRM["E12_Production"]))
+        span = time_span(
+            URIRef(f"{base}/production/time-span"),
+            [(CRM["P82_at_some_time_within"], Literal(obj.period))],
+        )
+        g.add((production, CRM["P4_has_time-span"], span))
+    rights = None
+    if obj.license:
+        rights = URIRef(f"{base}/rights/license")
+        g.add((rights, RDF.type, CRM["E30_Right"]))
+        label(rights, obj.license)
 
     # Where: the coarse public cell, inside its region and country.
     cell: URIRef | None = None
@@ -232,6 +259,8 @@ def crm_graph(obj: ObjectDescription, precise_location: tuple[float, float] | No
         node = file_node(entry.id)
         g.add((node, RDF.type, DIG["D9_Data_Object"]))
         label(node, entry.logical_path)
+        if rights is not None:
+            g.add((node, CRM["P104_is_subject_to"], rights))
 
     # The capture.
     cap = obj.capture

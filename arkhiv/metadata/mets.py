@@ -82,6 +82,9 @@ def _dublin_core(parent: etree._Element, obj: ObjectDescription) -> None:
         _dc(data, "description", obj.description)
     if obj.period:
         _dc(data, "date", obj.period)
+    if obj.condition:
+        note = f": {obj.condition_note}" if obj.condition_note else ""
+        _dc(data, "description", f"Condition: {obj.condition}{note}")
     location = obj.public_location
     if location is not None:
         _dc(data, "coverage", coverage_text(location, obj.place_name))
@@ -210,3 +213,18 @@ def mets_document(obj: ObjectDescription, premis: etree._Element | None = None) 
 def mets_bytes(obj: ObjectDescription, premis: etree._Element | None = None) -> bytes:
     """The METS document as UTF-8 bytes with an XML declaration, pretty-printed."""
     return serialize(mets_document(obj, premis))
+
+
+def read_file_locations(data: bytes) -> dict[str, tuple[str, str | None]]:
+    """file id -> (content path, MIME type) from a METS document written by `mets_bytes`."""
+    root = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))
+    found = {}
+    for element in root.iterfind(f".//{_m('fileSec')}//{_m('file')}"):
+        location = element.find(_m("FLocat"))
+        if location is None:
+            continue
+        found[element.get("ID")] = (
+            location.get(f"{{{XLINK_NS}}}href"),
+            element.get("MIMETYPE"),
+        )
+    return found

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from arkhiv.aip.model import Agent, Derivation, Event, FileEntry, ObjectDescription
+from arkhiv.aip.model import Agent, Derivation, Event, FileEntry, Format, ObjectDescription
 
 PREMIS_NS = "http://www.loc.gov/premis/v3"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -362,3 +362,85 @@ def serialize(element: etree._Element) -> bytes:
 def premis_bytes(obj: ObjectDescription, *, preservation_level: str | None = None) -> bytes:
     """The PREMIS document as UTF-8 bytes with an XML declaration, pretty-printed."""
     return serialize(premis_document(obj, preservation_level=preservation_level))
+
+
+# --- reading back (the catalog is rebuilt from the AIPs) --------------------------------------
+
+_OUTCOME_LABELS = {label: outcome for outcome, (_code, label) in EVENT_OUTCOMES.items()}
+_NS = {"premis": PREMIS_NS}
+
+
+def _text_of(element: etree._Element, path: str) -> str:
+    found = element.find(path, _NS)
+    return (found.text or "") if found is not None else ""
+
+
+def read_events(data: bytes) -> list[Event]:
+    """The events of a PREMIS document written by `premis_bytes`, with their agents' ids."""
+    root = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))
+    events = []
+    for element in root.iterfind("premis:event", _NS):
+        event_type = element.find("premis:eventType", _NS)
+        outcome = _text_of(element, "premis:eventOutcomeInformation/premis:eventOutcome")
+        agents = tuple(
+            (
+                _text_of(link, "premis:linkingAgentIdentifierValue"),
+                _text_of(link, "premis:linkingAgentRole"),
+            )
+            for link in element.iterfind("premis:linkingAgentIdentifier", _NS)
+        )
+        events.append(
+            Event(
+                id=_text_of(element, "premis:eventIdentifier/premis:eventIdentifierValue"),
+                type_uri=event_type.get("valueURI") or event_type.text or "",
+                type_label=event_type.text or "",
+                date_time=datetime.fromisoformat(_text_of(element, "premis:eventDateTime")),
+                outcome=_OUTCOME_LABELS.get(outcome, "warning"),
+                detail=_text_of(element, "premis:eventDetailInformation/premis:eventDetail"),
+                agents=agents,
+                outcome_detail=_text_of(
+                    element,
+                    "premis:eventOutcomeInformation/premis:eventOutcomeDetail"
+                    "/premis:eventOutcomeDetailNote",
+                ),
+            )
+        )
+    return events
+
+
+def read_agents(data: bytes) -> dict[str, Agent]:
+    root = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))
+    agents = {}
+    for element in root.iterfind("premis:agent", _NS):
+        agent_id = _text_of(element, "premis:agentIdentifier/premis:agentIdentifierValue")
+        agents[agent_id] = Agent(
+            id=agent_id,
+            type=_text_of(element, "premis:agentType"),  # type: ignore[arg-type]
+            name=_text_of(element, "premis:agentName"),
+            version=_text_of(element, "premis:agentVersion"),
+            note=_text_of(element, "premis:agentNote"),
+        )
+    return agents
+
+
+def read_formats(data: bytes) -> dict[str, Format]:
+    """file id -> the format recorded for it."""
+    root = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))
+    formats = {}
+    for element in root.iterfind("premis:object", _NS):
+        if element.get(f"{{{XSI_NS}}}type") != "premis:file":
+            continue
+        file_id = _text_of(element, "premis:objectIdentifier/premis:objectIdentifierValue")
+        fmt = element.find("premis:objectCharacteristics/premis:format", _NS)
+        if fmt is None:
+            continue
+        name = _text_of(fmt, "premis:formatDesignation/premis:formatName")
+        note = _text_of(fmt, "premis:formatNote")
+        formats[file_id] = Format(
+            puid=_text_of(fmt, "premis:formatRegistry/premis:formatRegistryKey") or None,
+            mime_type=None,  # METS carries it
+            name=None if name in ("", "unknown") else name,
+            version=_text_of(fmt, "premis:formatDesignation/premis:formatVersion") or None,
+            basis=note.removeprefix("identification basis: "),
+        )
+    return formats

@@ -17,10 +17,16 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from arkhiv import __version__
+from arkhiv.aip.archiving import ConcurrentChange
+from arkhiv.aip.description import DescriptionError
+from arkhiv.aip.show import object_document
 from arkhiv.archive import Archive
 from arkhiv.catalog import events, submissions
+from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading
 from arkhiv.errors import ArkhivError, CatalogUnavailable, ConfigError
+from arkhiv.identifiers import IdentifierError, normalize
+from arkhiv.jobs.archiving import describe_object
 from arkhiv.jobs.ingest import receive_submission
 from arkhiv.jobs.scheduler import Scheduler
 from arkhiv.jobs.worker import Worker
@@ -143,6 +149,62 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         for private in ("staging_path", "quarantine_path"):
             row.pop(private, None)
         return jsonable_encoder(row)
+
+    def _identifier(text: str) -> str:
+        try:
+            return normalize(text)
+        except IdentifierError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.get("/api/v1/objects", summary="Archived objects, most recently changed first")
+    def list_objects(status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with reading(archive.engine) as conn:
+            return jsonable_encoder(catalog_objects.list_objects(conn, status, min(limit, 1000)))
+
+    @app.get(
+        "/api/v1/objects/{object_id:path}",
+        summary="An object: versions, files, formats, digests, events, copies",
+    )
+    def show_object(object_id: str) -> dict[str, Any]:
+        identifier = _identifier(object_id)
+        with reading(archive.engine) as conn:
+            document = object_document(conn, identifier)
+        if document is None:
+            raise HTTPException(404, f"no object {identifier}")
+        return document
+
+    @app.patch(
+        "/api/v1/objects/{object_id:path}/description",
+        summary="Edit the description: a new version with a metadata-modification event",
+    )
+    async def edit_description(object_id: str, request: Request) -> dict[str, Any]:
+        identifier = _identifier(object_id)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, 'the body must be JSON: {"set": {field: value}}') from None
+        edits = body.get("set") if isinstance(body, dict) else None
+        if not isinstance(edits, dict) or not edits:
+            raise HTTPException(400, 'give the fields to change as {"set": {field: value}}')
+        if not all(isinstance(v, str) for v in edits.values()):
+            raise HTTPException(400, "every value must be a string (empty clears the field)")
+        user = body.get("user") if isinstance(body.get("user"), str) else None
+        with reading(archive.engine) as conn:
+            if catalog_objects.get_object(conn, identifier) is None:
+                raise HTTPException(404, f"no object {identifier}")
+        try:
+            result, changes = await run_in_threadpool(
+                describe_object, archive, identifier, edits, user or "api"
+            )
+        except DescriptionError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except ConcurrentChange as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {
+            "object": identifier,
+            "changed": {name: {"from": old, "to": new} for name, (old, new) in changes.items()},
+            "version": result.as_dict() if result else None,
+        }
 
     return app
 
