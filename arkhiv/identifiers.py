@@ -1,7 +1,7 @@
 """Arkhiv's persistent identifiers: ARKs (Archival Resource Keys, draft-kunze-ark).
 
 An object is named `ark:NAAN/SHOULDERBLADE` + check character, for example
-`ark:99999/b3k7m2q9xw4`:
+`ark:99999/b3k7m2q9xw9`:
 
 - NAAN: the Name Assigning Authority Number the institution registered (free) with the ARK
   Alliance; 99999 is the number reserved for tests and examples, the default until a real one
@@ -15,7 +15,7 @@ An object is named `ark:NAAN/SHOULDERBLADE` + check character, for example
 
 The ARK specification prefers `ark:NAAN/...` and treats the older `ark:/NAAN/...` as the same
 identifier; both are accepted on input and the first is what Arkhiv writes. A citation carries
-the identifier through a resolver, e.g. `https://n2t.net/ark:99999/b3k7m2q9xw4`.
+the identifier through a resolver, e.g. `https://n2t.net/ark:99999/b3k7m2q9xw9`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def normalize(identifier: str) -> str:
         text = text[text.index("ark:") :]
     match = _ARK.match(text)
     if match is None:
-        raise IdentifierError(f"{identifier!r} is not an ARK like ark:99999/b3k7m2q9xw4")
+        raise IdentifierError(f"{identifier!r} is not an ARK like ark:99999/b3k7m2q9xw9")
     body = f"{match['naan']}/{match['name']}"
     if len(match["name"]) < 2 or check_character(body[:-1]) != body[-1]:
         raise IdentifierError(f"{identifier!r}: wrong check character (mistyped?)")

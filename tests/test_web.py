@@ -157,3 +157,48 @@ def test_stale_uploads_are_removed_fresh_ones_kept(tmp_path):
     assert remove_stale_uploads(tmp_path) == 1
     assert not old.exists() and fresh.exists()
     assert remove_stale_uploads(tmp_path / "missing") == 0
+
+
+def test_objects_api_shows_and_edits_an_object(archive, corpora, tmp_path, virus_database):
+    from urllib.parse import quote
+
+    from arkhiv.ingest.bagging import make_bag
+    from arkhiv.jobs.worker import Worker
+    from tests.test_submit import CAPTURE
+
+    archive.settings.ingest.clamav_database = str(virus_database)
+    images = corpora / "photogrammetry" / "opensfm-berlin" / "images"
+    bag = make_bag(images, tmp_path / "bag", capture_metadata=CAPTURE)
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        response = client.post("/api/v1/submissions", content=zipped(bag, "berlin"))
+        assert response.status_code == 202, response.text
+        Worker(archive, ["ingest"], burst=True).run()
+        object_id = client.get(response.headers["location"]).json()["object_id"]
+        listed = client.get("/api/v1/objects").json()
+        assert [entry["id"] for entry in listed] == [object_id]
+
+        # The ARK in the path as is, or percent-encoded, or in its older ark:/ form.
+        for path in (object_id, quote(object_id, safe=""), object_id.replace("ark:", "ark:/")):
+            shown = client.get(f"/api/v1/objects/{path}")
+            assert shown.status_code == 200, shown.text
+            assert shown.json()["id"] == object_id
+        assert shown.json()["head_version"] == 1
+        assert "52.518" not in shown.text
+
+        edited = client.patch(
+            f"/api/v1/objects/{object_id}/description",
+            json={"set": {"condition": "damaged", "period": "1861-1869"}, "user": "olena"},
+        )
+        assert edited.status_code == 200, edited.text
+        assert edited.json()["version"]["version"] == 2
+        after = client.get(f"/api/v1/objects/{object_id}").json()
+        assert after["head_version"] == 2 and after["description"]["period"] == "1861-1869"
+        assert after["versions"][1]["user"]["name"] == "olena"
+
+        bad = client.patch(
+            f"/api/v1/objects/{object_id}/description", json={"set": {"condition": "burnt"}}
+        )
+        assert bad.status_code == 422 and "condition" in bad.json()["detail"]
+        assert client.patch(f"/api/v1/objects/{object_id}/description", json=[]).status_code == 400
+        assert client.get("/api/v1/objects/ark:99999/b3nosuchthin").status_code == 404
+        assert client.get(f"/api/v1/objects/{object_id}").json()["head_version"] == 2

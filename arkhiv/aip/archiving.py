@@ -22,8 +22,10 @@ import shutil
 import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -504,7 +506,11 @@ def write_version(
     try:
         plan = _load_or_make_plan(workdir, make_plan)
         staged = _load_or_stage(archive, plan, workdir / "build")
-        placements = [place_version(staged, store) for store in archive.stores.values()]
+        # Stores are independent: writing them at once overlaps one's I/O with another's
+        # read-back hashing.
+        stores = list(archive.stores.values())
+        with ThreadPoolExecutor(max_workers=len(stores), thread_name_prefix="place") as pool:
+            placements = list(pool.map(partial(place_version, staged), stores))
         if not any(p.complete for p in placements):
             raise ArchivingError(
                 f"{plan.object_id} v{plan.number} could not be written to any store: "
