@@ -82,14 +82,7 @@ def receive_submission(
     with writing(archive.engine) as conn:
         _event(conn, submission_id, EventType.UNPACKING, "success", "unpacked into staging")
         submissions.update_fields(conn, submission_id, staging_path=str(bag_root))
-        job_id, _ = enqueue(
-            conn,
-            QUEUE,
-            KIND,
-            {"submission": submission_id},
-            unique_key=f"{KIND}:{submission_id}",
-            max_attempts=archive.settings.jobs.max_attempts,
-        )
+        job_id = _queue_submission_job(conn, archive, KIND, submission_id)
     return submission_id, job_id, []
 
 
@@ -237,15 +230,20 @@ def _open_object(
     record = from_public_metadata(report.get("metadata"), report.get("public_location"))
     create_object(conn, object_id, record, now(conn))
     submissions.update_fields(conn, submission_id, object_id=object_id)
+    return object_id, _queue_submission_job(conn, archive, ARCHIVE_KIND, submission_id)
+
+
+def _queue_submission_job(conn, archive: Archive, kind: str, submission_id: str) -> int:
+    """Queue one step of a submission, once (a second request while it is queued is a no-op)."""
     job_id, _ = enqueue(
         conn,
         QUEUE,
-        ARCHIVE_KIND,
+        kind,
         {"submission": submission_id},
-        unique_key=f"{ARCHIVE_KIND}:{submission_id}",
+        unique_key=f"{kind}:{submission_id}",
         max_attempts=archive.settings.jobs.max_attempts,
     )
-    return object_id, job_id
+    return job_id
 
 
 def _check_duplicate(result: IngestResult, earlier: list[dict[str, Any]]) -> None:

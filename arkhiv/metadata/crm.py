@@ -27,7 +27,8 @@ URI scheme. Everything about one object is minted under
                                 (conversion); .../time-span E52, .../parameters D1
     /software/{agent id}        D14 Software
 
-Shared vocabulary lives under `https://arkhiv.org/vocab/`: `object-type/{type}` (E55) and
+Shared vocabulary lives under `https://arkhiv.org/vocab/`: `object-type/{type}` and
+`condition/{status}` (E55), and
 `country/{ISO code}` (E53). Path segments are percent-encoded with `quote(..., safe="")`.
 
 Decisions:
@@ -161,6 +162,12 @@ def crm_graph(obj: ObjectDescription, precise_location: tuple[float, float] | No
     def label(node: URIRef, text: str) -> None:
         g.add((node, RDFS.label, Literal(text)))
 
+    def vocabulary_type(scheme: str, value: str) -> URIRef:
+        node = VOCAB[f"{scheme}/{_seg(value)}"]
+        g.add((node, RDF.type, CRM["E55_Type"]))
+        label(node, value)
+        return node
+
     def time_span(node: URIRef, pairs: list[tuple[URIRef, Literal]]) -> URIRef:
         g.add((node, RDF.type, CRM["E52_Time-Span"]))
         for prop, value in pairs:
@@ -188,20 +195,14 @@ def crm_graph(obj: ObjectDescription, precise_location: tuple[float, float] | No
     g.add((thing, CRM["P102_has_title"], title))
     g.add((title, RDF.type, CRM["E35_Title"]))
     g.add((title, CRM["P190_has_symbolic_content"], Literal(obj.title)))
-    kind = VOCAB[f"object-type/{_seg(obj.object_type)}"]
-    g.add((thing, CRM["P2_has_type"], kind))
-    g.add((kind, RDF.type, CRM["E55_Type"]))
-    label(kind, obj.object_type)
+    g.add((thing, CRM["P2_has_type"], vocabulary_type("object-type", obj.object_type)))
     if obj.description:
         g.add((thing, CRM["P3_has_note"], Literal(obj.description)))
     if obj.condition:
         state = URIRef(f"{base}/condition")
         g.add((thing, CRM["P44_has_condition"], state))
         g.add((state, RDF.type, CRM["E3_Condition_State"]))
-        status = VOCAB[f"condition/{_seg(obj.condition)}"]
-        g.add((state, CRM["P2_has_type"], status))
-        g.add((status, RDF.type, CRM["E55_Type"]))
-        label(status, obj.condition)
+        g.add((state, CRM["P2_has_type"], vocabulary_type("condition", obj.condition)))
         if obj.condition_note:
             g.add((state, CRM["P3_has_note"], Literal(obj.condition_note)))
     if obj.period:
