@@ -145,6 +145,7 @@ def test_an_accepted_bag_becomes_an_ocfl_object_on_every_store(archive, env, cor
     } <= set(files)
     photo = files["package/data/01.jpg"]
     assert photo["role"] == "original" and photo["format"]["puid"] == "fmt/43"
+    assert photo["format"]["version"] == "1.01"
     assert photo["digests"]["md5"] == md5["data/01.jpg"]
     assert photo["replicas"] == {"site-a": "verified", "site-b": "verified", "site-c": "verified"}
     assert files["metadata/mets.xml"]["role"] == "metadata"

@@ -220,7 +220,7 @@ def _format_of(row: Mapping[str, Any]) -> Format:
         row.get("puid"),
         row.get("mime_type"),
         row.get("format_name"),
-        None,
+        row.get("format_version"),
         row.get("format_basis") or "",
     )
 
@@ -703,6 +703,7 @@ def _commit(
             puid=fmt.puid,
             mime_type=fmt.mime_type,
             format_name=fmt.name,
+            format_version=fmt.version,
             format_basis=fmt.basis,
             role=role_of(logical),
             created_at=plan.created,

@@ -293,10 +293,9 @@ def _restore_file(
     known = formats.get(content_path)
     if known is not None:
         fmt, mime = known
-        puid, name, basis = fmt.puid, fmt.name, fmt.basis
     else:
         fmt = metadata_format(logical)
-        puid, mime, name, basis = fmt.puid, fmt.mime_type, fmt.name, fmt.basis
+        mime = fmt.mime_type
     size = next(h.sizes[content_path] for h in holdings if content_path in h.sizes)
     catalog_objects.add_file(
         conn,
@@ -306,10 +305,11 @@ def _restore_file(
         sha512=digests["sha512"],
         sha256=digests.get("sha256"),
         fixity={k: v for k, v in digests.items() if k not in ("sha512", "sha256")},
-        puid=puid,
+        puid=fmt.puid,
         mime_type=mime,
-        format_name=name,
-        format_basis=basis,
+        format_name=fmt.name,
+        format_version=fmt.version,
+        format_basis=fmt.basis,
         role=role_of(logical),
         created_at=created,
     )

@@ -54,6 +54,7 @@ def object_document(conn: Connection, object_id: str) -> dict[str, Any] | None:
                 "puid": file["puid"],
                 "mime_type": file["mime_type"],
                 "name": file["format_name"],
+                "version": file["format_version"],
                 "basis": file["format_basis"],
             },
             "replicas": by_file.get(file["content_path"], {}),

@@ -141,6 +141,7 @@ files = Table(
     Column("puid", String(32), nullable=True),
     Column("mime_type", String(255), nullable=True),
     Column("format_name", String(255), nullable=True),
+    Column("format_version", String(64), nullable=True),
     Column("format_basis", Text, nullable=True),
     Column("role", String(32), nullable=False),  # original, derivative, metadata
     Column("created_at", UTCDateTime, nullable=False),
