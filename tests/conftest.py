@@ -110,7 +110,7 @@ def archive_env(catalog_url, tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     yield env
-    problems = aip_problems(home, CORPORA / "xml-schemas" if CORPORA.is_dir() else None)
+    problems = aip_problems(home, CORPORA if CORPORA.is_dir() else None)
     assert not problems, "AIPs written by this test are invalid:\n" + "\n".join(problems)
 
 

@@ -12,14 +12,12 @@ import pytest
 from pyld import jsonld
 from rdflib import RDF, RDFS, Graph, URIRef
 from rdflib.compare import isomorphic
-from rdflib.namespace import OWL
 
 from arkhiv.aip.model import Derivation
 from arkhiv.metadata.crm import (
     CONTEXT_URL,
     CRM,
     DIG,
-    DIG_RDFS,
     crm_graph,
     crm_jsonld,
     crm_turtle,
@@ -28,6 +26,7 @@ from arkhiv.metadata.crm import (
     object_base,
     validate_shapes,
 )
+from tests.aip_checks import crm_ontology, undefined_terms
 from tests.aip_samples import sample_object
 
 PRECISE = (50.2512, 28.6634)
@@ -36,33 +35,8 @@ BASE = "https://arkhiv.org/id/ark%3A%2F99999%2Fa1b2c3d4"
 
 
 @pytest.fixture(scope="module")
-def ontology(corpora: Path) -> tuple[set[URIRef], set[URIRef]]:
-    """(classes, properties) defined by CRM 7.1.2 and CRMdig 3.2.2, read in place."""
-    folder = corpora / "cidoc-crm"
-    graph = Graph()
-    graph.parse(folder / "CIDOC_CRM_v7.1.2.rdf", format="xml")
-    graph.parse(folder / "CRMdig_v3.2.2.rdfs", format="xml")
-    classes = set(graph.subjects(RDF.type, RDFS.Class)) | set(graph.subjects(RDF.type, OWL.Class))
-    properties = set(graph.subjects(RDF.type, RDF.Property))
-    return {c for c in classes if isinstance(c, URIRef)}, properties
-
-
-def to_file_namespace(term: URIRef) -> URIRef:
-    # CORPUS_NOTES: the RDFS file declares CRMdig under another base than the one used in practice.
-    if str(term).startswith(str(DIG)):
-        return DIG_RDFS[str(term)[len(str(DIG)) :]]
-    return term
-
-
-def undefined_terms(graph: Graph, ontology) -> tuple[set[URIRef], set[URIRef]]:
-    classes, properties = ontology
-    ours = (str(CRM), str(DIG), str(DIG_RDFS))
-    used_classes = {o for o in graph.objects(None, RDF.type) if str(o).startswith(ours)}
-    used_props = {p for p in graph.predicates() if str(p).startswith(ours)}
-    return (
-        {c for c in used_classes if to_file_namespace(c) not in classes},
-        {p for p in used_props if to_file_namespace(p) not in properties},
-    )
+def ontology(corpora: Path) -> tuple[frozenset[URIRef], frozenset[URIRef]]:
+    return crm_ontology(corpora / "cidoc-crm")
 
 
 @pytest.fixture
