@@ -19,6 +19,7 @@ from arkhiv.config import (
     CONFIG_FILE_NAME,
     LocalStoreSettings,
     Settings,
+    StoreSettings,
     default_config_toml,
     load_settings,
     resolve_home,
@@ -26,6 +27,30 @@ from arkhiv.config import (
 from arkhiv.errors import ConfigError
 from arkhiv.security.sealing import ArchiveKey, SealingError
 from arkhiv.storage import LocalStore, Store
+
+
+def open_store(store: StoreSettings) -> Store:
+    """The Store a configuration entry describes."""
+    if isinstance(store, LocalStoreSettings):
+        return LocalStore(store.name, store.path)
+    try:
+        import boto3  # noqa: F401  (the s3 extra)
+    except ImportError:
+        raise ConfigError(
+            f"stores({store.name}): S3 stores need boto3: pip install 'arkhiv[s3]'"
+        ) from None
+    from arkhiv.storage.s3 import S3Store
+
+    secret = store.secret_access_key.get_secret_value() if store.secret_access_key else None
+    return S3Store(
+        store.name,
+        store.bucket,
+        store.prefix,
+        endpoint_url=store.endpoint_url,
+        region_name=store.region_name,
+        access_key_id=store.access_key_id,
+        secret_access_key=secret,
+    )
 
 
 class Archive:
@@ -104,15 +129,7 @@ class Archive:
     @cached_property
     def stores(self) -> dict[str, Store]:
         """The configured stores, by name, in configuration order."""
-        opened: dict[str, Store] = {}
-        for store in self.settings.stores:
-            if not isinstance(store, LocalStoreSettings):
-                raise ConfigError(
-                    f"stores({store.name}): {store.kind} stores are not supported by this "
-                    "version of Arkhiv yet"
-                )
-            opened[store.name] = LocalStore(store.name, store.path)
-        return opened
+        return {store.name: open_store(store) for store in self.settings.stores}
 
     def check_catalog(self) -> None:
         with reading(self.engine) as conn:
@@ -137,16 +154,13 @@ class Archive:
                 "description": store.description,
                 "registered": store.name in catalog_stores,
             }
-            if isinstance(store, LocalStoreSettings):
-                health = LocalStore(store.name, store.path).health()
-                entry.update(
-                    reachable=health.reachable,
-                    writable=health.writable,
-                    free_bytes=health.free_bytes,
-                    detail=health.detail,
-                )
-            else:
-                entry.update(reachable=None, writable=None, free_bytes=None, detail="not checked")
+            health = self.stores[store.name].health()
+            entry.update(
+                reachable=health.reachable,
+                writable=health.writable,
+                free_bytes=health.free_bytes,
+                detail=health.detail,
+            )
             stores.append(entry)
         depth = self.queue.depth()
         totals: dict[str, int] = {"queued": 0, "running": 0, "done": 0, "dead": 0}

@@ -113,3 +113,18 @@ def aip_problems(home: Path, corpora: Path | None) -> list[str]:
         problems += ocfl_problems(root)
         problems += metadata_problems(root, corpora)
     return problems
+
+
+def store_problems(store, workdir: Path, corpora: Path | None) -> list[str]:
+    """The same checks for a store that is not a folder (S3): its storage root is copied into
+    `workdir` through the Store protocol first."""
+    for item in store.list("ocfl/"):
+        target = workdir / item.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with store.open(item.key) as source, target.open("wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+    root = workdir / "ocfl"
+    if not (root / "0=ocfl_1.1").is_file():
+        return [f"{store.name}: no OCFL storage root"]
+    return ocfl_problems(root) + metadata_problems(root, corpora)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine, text
 from arkhiv.aip import archiving
 from arkhiv.aip.ocfl import Inventory, object_path
 from arkhiv.aip.placement import object_key
+from arkhiv.aip.rebuild import rebuild_catalog
 from arkhiv.catalog.database import reading
 from arkhiv.config import IdentifierSettings
 from arkhiv.identifiers import IdentifierError, check_character, mint, normalize
@@ -377,3 +379,85 @@ def test_an_object_being_changed_elsewhere_is_refused(archive, corpora, tmp_path
         from arkhiv.catalog.objects import get_object
 
         assert get_object(conn, object_id)["head_version"] == 1
+
+
+# --- stores in S3 ----------------------------------------------------------------------------
+
+
+def test_aips_on_s3_stores_in_two_regions_validate_and_rebuild(
+    archive_env,
+    catalog_url,
+    s3_endpoint,
+    s3_bucket,
+    corpora,
+    tmp_path,
+    monkeypatch,
+    virus_database,
+):
+    from arkhiv.aip.show import object_document
+    from arkhiv.archive import Archive
+    from arkhiv.catalog.database import reading
+    from tests.aip_checks import store_problems
+    from tests.conftest import CORPORA, S3_CREDENTIALS
+
+    stores = [{"name": "site-a", "kind": "local", "path": "stores/site-a", "region": "kyiv"}]
+    for name, region, s3_region in (
+        ("s3-eu", "eu-central", "eu-central-1"),
+        ("s3-us", "us-east", "us-east-1"),
+    ):
+        stores.append(
+            {
+                "name": name,
+                "kind": "s3",
+                "bucket": s3_bucket(s3_region),
+                "prefix": "arkhiv",
+                "region": region,
+                "endpoint_url": s3_endpoint,
+                "region_name": s3_region,
+                **S3_CREDENTIALS,
+            }
+        )
+    monkeypatch.setenv("ARKHIV_STORES", json.dumps(stores))
+    monkeypatch.setenv("ARKHIV_INGEST__CLAMAV_DATABASE", str(virus_database))
+    archive, _ = Archive.initialize(archive_env["ARKHIV_HOME"])
+    try:
+        submission_id, _job, problems = receive_submission(
+            archive, berlin_bag(corpora, tmp_path / "b")
+        )
+        assert not problems
+        object_id = process_submission(archive, submission_id)["object"]
+        result = archive_submission(archive, submission_id, "worker-1")
+        assert result["status"] == "preserved", result
+        assert set(result["stores"].values()) == {"verified"}
+        describe_object(archive, object_id, {"condition": "damaged"}, "olena")
+        for name in ("s3-eu", "s3-us"):
+            assert store_problems(archive.stores[name], tmp_path / name, CORPORA) == []
+        with reading(archive.engine) as conn:
+            before = object_document(conn, object_id)
+        assert before["stores"]["s3-eu"]["region"] == "eu-central"
+        status = {s["name"]: s for s in archive.status()["stores"]}
+        assert status["s3-us"]["reachable"] is True
+    finally:
+        archive.close()
+
+    _delete_catalog(archive, catalog_url)
+    # Only the S3 copies are left to rebuild from: the local store is gone too.
+    shutil.rmtree(Path(archive_env["ARKHIV_HOME"]) / "stores" / "site-a")
+    archive, _ = Archive.initialize(archive_env["ARKHIV_HOME"])
+    try:
+        report = rebuild_catalog(archive)
+        assert report.objects == [object_id], report.problems
+        with reading(archive.engine) as conn:
+            after = object_document(conn, object_id)
+        assert after["stores"]["site-a"]["by_status"] == {
+            "missing": after["stores"]["site-a"]["files"]
+        }
+        assert after["status"] == "at_risk"
+        for document in (before, after):
+            for entry in document["files"]:
+                entry["replicas"].pop("site-a")
+            document["stores"].pop("site-a")
+            document.pop("status")
+        assert after == before
+    finally:
+        archive.close()
