@@ -50,6 +50,7 @@ def open_store(store: StoreSettings) -> Store:
         region_name=store.region_name,
         access_key_id=store.access_key_id,
         secret_access_key=secret,
+        max_attempts=store.max_attempts,
     )
 
 

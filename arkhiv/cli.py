@@ -753,6 +753,48 @@ def rebuild_catalog(as_json: bool = JSON_OPTION) -> None:
         sys.exit(1)
 
 
+@app.command()
+def audit(
+    store: str | None = typer.Option(None, "--store", help="Only this store's replicas."),
+    object_id: str | None = typer.Option(None, "--object", help="Only this object (an ARK)."),
+    repair: bool = typer.Option(True, "--repair/--no-repair", help="Repair failures (default)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Read replicas back and compare every digest with the inventory; repair failures from a
+    good copy. Exit 1 when anything is left damaged or at risk, or a check could not be made."""
+    from arkhiv.fixity.audit import audit as run_audit
+
+    identifier = _object_id(object_id) if object_id else None
+    with _opened() as archive:
+        if store is not None:
+            archive.settings.store(store)  # an unknown name is a usage error
+        report = run_audit(archive, store=store, object_id=identifier, repair=repair)
+    document = report.as_dict()
+    if as_json:
+        _print_json(document)
+    else:
+        out.print(
+            f"{document['checked']} replica(s) checked, {document['bytes_read']} bytes read in "
+            f"{document['seconds']:.1f} s; {len(report.failures)} failed, "
+            f"{len(report.repaired)} repaired"
+        )
+        for check in report.failures:
+            out.print(
+                f"  {check.outcome.upper()} {check.store}: {check.object_id} "
+                f"{check.content_path} ({check.detail})",
+                markup=False,
+            )
+        for entry in report.damaged_files:
+            out.print(
+                f"  DAMAGED {entry['object']}: {entry['file']} has no good copy", markup=False
+            )
+        for object_key_, status_ in sorted(report.objects.items()):
+            if status_ != "preserved":
+                out.print(f"  {object_key_}: {status_}", markup=False)
+    if not report.clean:
+        sys.exit(1)
+
+
 def main() -> None:
     try:
         app()

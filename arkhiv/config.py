@@ -50,6 +50,12 @@ class _StoreSettings(_Section):
     region: str = Field(min_length=1, description="disaster-threat region label, e.g. eu-central")
     jurisdiction: str = Field("", description="legal jurisdiction, e.g. an ISO 3166 code")
     description: str = ""
+    audit_interval_days: float | None = Field(
+        None, gt=0, description="re-verify this store's replicas this often (default: the policy's)"
+    )
+    audit_bandwidth_mb_s: float | None = Field(
+        None, gt=0, description="read this store at most this fast when auditing (MB/s)"
+    )
 
 
 class LocalStoreSettings(_StoreSettings):
@@ -65,6 +71,7 @@ class S3StoreSettings(_StoreSettings):
     region_name: str | None = Field(None, description="the S3 service's own region name")
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
+    max_attempts: int = Field(5, ge=1, description="tries per request before the store is down")
 
 
 StoreSettings = Annotated[LocalStoreSettings | S3StoreSettings, Field(discriminator="kind")]

@@ -112,9 +112,9 @@ def test_an_unreachable_service_is_a_store_error_not_a_crash():
         "arkhiv-nowhere",
         endpoint_url="http://127.0.0.1:9",  # the discard port: nothing answers
         region_name="us-east-1",
+        max_attempts=1,
         **S3_CREDENTIALS,
     )
-    store.client.meta.config.retries = {"max_attempts": 1}
     health = store.health()
     assert not health.reachable and "s3-down" in health.detail
     with pytest.raises(StoreError, match="s3-down"):

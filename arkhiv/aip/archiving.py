@@ -66,6 +66,7 @@ from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import leases
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading, writing
+from arkhiv.catalog.queue import enqueue
 from arkhiv.errors import ArkhivError
 from arkhiv.fixity.digests import digest_file
 from arkhiv.metadata.crm import crm_graph, crm_jsonld, crm_turtle
@@ -744,23 +745,33 @@ def _commit(
         )
     status = preservation_status(conn, archive, plan.object_id)
     catalog_objects.set_status(conn, plan.object_id, status)
+    if status != "preserved":
+        queue_replication(conn, archive, plan.object_id)
     return status
 
 
+REPLICATE_KIND = "aip.replicate"
+
+
+def queue_replication(conn: Connection, archive: Archive, object_id: str) -> None:
+    """Queue the catch-up of an object short of its copies (once while one is queued)."""
+    enqueue(
+        conn,
+        "replicate",
+        REPLICATE_KIND,
+        {"object": object_id},
+        unique_key=f"{REPLICATE_KIND}:{object_id}",
+        max_attempts=archive.settings.jobs.max_attempts,
+    )
+
+
 def preservation_status(conn: Connection, archive: Archive, object_id: str) -> str:
-    """preserved: every content file has verified replicas on at least min_copies stores in at
-    least min_regions regions; at_risk otherwise."""
-    policy = archive.settings.preservation
-    copies: dict[str, list[str]] = {}
+    """The object's state under the preservation policy, from its replicas in the catalog."""
+    copies: dict[str, list[str]] = {path: [] for path in catalog_objects.file_ids(conn, object_id)}
     for row in catalog_objects.replicas_of(conn, object_id):
         if row["status"] == "verified":
-            copies.setdefault(row["content_path"], []).append(row["region"])
-    files = catalog_objects.file_ids(conn, object_id)
-    for content_path in files:
-        regions = copies.get(content_path, [])
-        if len(regions) < policy.min_copies or len(set(regions)) < policy.min_regions:
-            return "at_risk"
-    return "preserved"
+            copies[row["content_path"]].append(row["region"])
+    return archive.settings.preservation.status_of(copies)
 
 
 # --- v1 from an accepted submission -----------------------------------------------------------

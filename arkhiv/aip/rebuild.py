@@ -66,6 +66,17 @@ class Holding:
     inventory: Inventory
 
 
+@dataclass(frozen=True)
+class Verification:
+    """A successful replication or fixity check on one store: of the files a version added
+    (`version`), or of the files named."""
+
+    store: str
+    at: datetime
+    version: int | None
+    files: tuple[str, ...]
+
+
 @dataclass
 class RebuildReport:
     objects: list[str] = field(default_factory=list)
@@ -321,8 +332,8 @@ def _restore_events(
     from_premis: Mapping[str, tuple[int, Any, dict[str, Any]]],
     journaled: Mapping[str, tuple[int | None, dict]],
     submission_record: Mapping[str, Any] | None,
-) -> dict[tuple[str, int], datetime]:
-    """Insert every event; returns (store, version) -> when it was last verified there."""
+) -> list[Verification]:
+    """Insert every event; returns the verifications they record, in time order."""
     ingest_events = set(submission_record.get("events", [])) if submission_record else set()
     submission_id = submission_record["id"] if submission_record else None
     merged: dict[str, dict[str, Any]] = {}
@@ -356,7 +367,7 @@ def _restore_events(
             "version": number,
             "agents": event.get("agents", []),
         }
-    verified: dict[tuple[str, int], datetime] = {}
+    verified: list[Verification] = []
     for event_id, event in sorted(merged.items(), key=lambda item: item[1]["occurred_at"]):
         agents = [
             (
@@ -383,9 +394,15 @@ def _restore_events(
             event["type"] in VERIFYING_EVENTS
             and event["outcome"] == "success"
             and "store" in detail
-            and "version" in detail
         ):
-            verified[(detail["store"], detail["version"])] = event["occurred_at"]
+            verified.append(
+                Verification(
+                    detail["store"],
+                    event["occurred_at"],
+                    detail.get("version") if "files" not in detail else None,
+                    tuple(detail.get("files", ())),
+                )
+            )
     return verified
 
 
@@ -393,20 +410,26 @@ def _restore_replicas(
     conn: Connection,
     object_id: str,
     holdings: list[Holding],
-    verified: Mapping[tuple[str, int], datetime],
+    verifications: list[Verification],
 ) -> None:
     store_ids = catalog_objects.store_ids(conn)
     held = {holding.store: holding for holding in holdings}
-    stores_named = {store for store, _version in verified} | set(held)
     files = catalog_objects.files_of(conn, object_id)
+    latest: dict[tuple[str, str], datetime] = {}  # (store, content path) -> last verified
+    for check in verifications:  # in time order: later ones win
+        for content_path in files:
+            if content_path in check.files or (
+                check.version is not None and content_path.startswith(f"v{check.version}/")
+            ):
+                latest[(check.store, content_path)] = check.at
+    stores_named = {check.store for check in verifications} | set(held)
     for store in sorted(stores_named):
         if store not in store_ids:
             continue  # a store no longer configured
         holding = held.get(store)
         for content_path, row in files.items():
-            number = int(content_path.split("/", 1)[0][1:])
             present = holding is not None and holding.sizes.get(content_path) == row["size"]
-            when = verified.get((store, number))
+            when = latest.get((store, content_path))
             status = "verified" if present and when is not None else "missing"
             catalog_objects.set_replica(
                 conn, row["id"], store_ids[store], status, when if status == "verified" else None

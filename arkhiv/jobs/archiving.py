@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +15,45 @@ from sqlalchemy import update
 from arkhiv.aip import description as descriptions
 from arkhiv.aip.archiving import (
     GENERATED,
+    REPLICATE_KIND,
     PendingEvent,
     VersionPlan,
     VersionResult,
     plan_first_version,
+    queue_replication,
     user_for,
     write_version,
 )
+from arkhiv.aip.replication import replicate_object
 from arkhiv.archive import Archive
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog import submissions
-from arkhiv.catalog.database import reading
+from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.tables import sealed_locations
 from arkhiv.errors import ArkhivError
 from arkhiv.jobs.ingest import ARCHIVE_KIND
-from arkhiv.jobs.registry import JobContext, PermanentJobError, job_handler
+from arkhiv.jobs.registry import JobContext, PeriodicTask, PermanentJobError, job_handler, periodic
 from arkhiv.metadata.premis_vocabulary import EventType
+
+SWEEP_KIND = "aip.replication_sweep"
+
+
+periodic(PeriodicTask("replication-sweep", timedelta(hours=1), "replicate", SWEEP_KIND))
+
+
+@job_handler(REPLICATE_KIND)
+def replicate_job(ctx: JobContext) -> dict[str, Any]:
+    return replicate_object(ctx.archive, ctx.payload["object"], ctx.owner)
+
+
+@job_handler(SWEEP_KIND)
+def replication_sweep(ctx: JobContext) -> dict[str, Any]:
+    """Queue a catch-up for every object short of its copies (those whose jobs died too)."""
+    with writing(ctx.archive.engine) as conn:
+        at_risk = [row["id"] for row in catalog_objects.list_objects(conn, "at_risk", 100000)]
+        for object_id in at_risk:
+            queue_replication(conn, ctx.archive, object_id)
+    return {"queued": len(at_risk)}
 
 
 @job_handler(ARCHIVE_KIND)

@@ -20,7 +20,12 @@ if TYPE_CHECKING:
     from arkhiv.catalog.queue import Job, JobQueue
 
 QUEUES = ("ingest", "reconstruct", "replicate", "audit", "derive", "maintenance")
-BUILTIN_MODULES = ("arkhiv.jobs.maintenance", "arkhiv.jobs.ingest", "arkhiv.jobs.archiving")
+BUILTIN_MODULES = (
+    "arkhiv.jobs.maintenance",
+    "arkhiv.jobs.ingest",
+    "arkhiv.jobs.archiving",
+    "arkhiv.jobs.fixity",
+)
 
 
 class PermanentJobError(Exception):

@@ -1,3 +1,4 @@
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -28,3 +29,16 @@ class PreservationPolicy(BaseModel):
         if len(set(algorithms)) != len(algorithms):
             raise ValueError("lists an algorithm twice")
         return algorithms
+
+    def status_of(self, copies: Mapping[str, Sequence[str]]) -> str:
+        """An object's state from the regions of each file's verified copies (content path ->
+        regions, one per verified replica; every file of the object must be a key):
+        `damaged` when some file has no verified copy left anywhere, `at_risk` when some file
+        has fewer copies or regions than the policy asks, `preserved` otherwise."""
+        status = "preserved"
+        for regions in copies.values():
+            if not regions:
+                return "damaged"
+            if len(regions) < self.min_copies or len(set(regions)) < self.min_regions:
+                status = "at_risk"
+        return status

@@ -36,6 +36,7 @@ class S3Store:
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        max_attempts: int = 5,
         client: Any = None,
     ) -> None:
         if part_size < 5 << 20:
@@ -55,7 +56,7 @@ class S3Store:
                 aws_access_key_id=access_key_id,
                 aws_secret_access_key=secret_access_key,
                 config=Config(
-                    retries={"max_attempts": 5, "mode": "standard"},
+                    retries={"max_attempts": max_attempts, "mode": "standard"},
                     connect_timeout=10,
                     read_timeout=120,
                 ),

@@ -1,0 +1,326 @@
+"""Fixity audits: read replicas back from their stores, compare with the inventory's digests,
+record each check, and repair what failed from a good copy.
+
+One pass reads each file once and computes every digest the catalog holds for it (sha512 and
+sha256) from that read; files are spread over `workers` threads (hashlib and store reads release
+the GIL, so two threads keep two cores busy). A store's `audit_bandwidth_mb_s` caps the rate at
+which it is read (cloud egress costs money).
+
+Per (object, store) one PREMIS fixity-check event records the outcome, in the catalog and in
+every store's journal. A replica that is missing, short or mismatching is then replaced from a
+replica whose bytes match the inventory (`arkhiv.aip.replication`, which hashes the source while
+copying and never copies a bad one on); an object with a file left without any good copy is
+*damaged*, and the report names the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select, update
+
+from arkhiv import __version__
+from arkhiv.aip.archiving import preservation_status
+from arkhiv.aip.placement import object_key, write_journal
+from arkhiv.aip.replication import replicate_object
+from arkhiv.archive import Archive
+from arkhiv.catalog import events as catalog_events
+from arkhiv.catalog import objects as catalog_objects
+from arkhiv.catalog.database import reading, writing
+from arkhiv.catalog.tables import files, objects, replicas, stores
+from arkhiv.metadata.premis_vocabulary import EventType
+from arkhiv.storage.base import KeyNotFound, Store, StoreError
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class Check:
+    object_id: str
+    content_path: str
+    store: str
+    replica_id: int
+    size: int
+    sha512: str
+    sha256: str | None
+    outcome: str = ""  # ok, missing, short, mismatch, unreadable
+    detail: str = ""
+    bytes_read: int = 0
+
+
+@dataclass
+class AuditReport:
+    checks: list[Check] = field(default_factory=list)
+    repaired: list[dict[str, str]] = field(default_factory=list)
+    objects: dict[str, str] = field(default_factory=dict)  # object -> status after the audit
+    damaged_files: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[Check]:
+        return [check for check in self.checks if check.outcome != "ok"]
+
+    @property
+    def clean(self) -> bool:
+        """Nothing left damaged or at risk, and no replica that could not be read at all."""
+        unreadable = any(check.outcome == "unreadable" for check in self.checks)
+        return not unreadable and all(status == "preserved" for status in self.objects.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        read = sum(check.bytes_read for check in self.checks)
+        return {
+            "checked": len(self.checks),
+            "bytes_read": read,
+            "seconds": round(self.seconds, 3),
+            "failures": [asdict(check) for check in self.failures],
+            "repaired": self.repaired,
+            "objects": self.objects,
+            "damaged_files": self.damaged_files,
+            "clean": self.clean,
+        }
+
+
+class _Throttle:
+    """At most `rate` bytes a second across the threads reading one store."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.sent = 0
+
+    def take(self, count: int) -> None:
+        if not self.rate:
+            return
+        with self.lock:
+            self.sent += count
+            ahead = self.sent / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def _verify(store: Store, check: Check, *, throttle: _Throttle) -> Check:
+    key = object_key(check.object_id, check.content_path)
+    sha512 = hashlib.sha512()
+    sha256 = hashlib.sha256() if check.sha256 else None
+    try:
+        with store.open(key) as stream:
+            while chunk := stream.read(CHUNK):
+                throttle.take(len(chunk))
+                sha512.update(chunk)
+                if sha256 is not None:
+                    sha256.update(chunk)
+                check.bytes_read += len(chunk)
+    except KeyNotFound:
+        check.outcome, check.detail = "missing", "not on the store"
+        return check
+    except (StoreError, OSError) as exc:
+        check.outcome, check.detail = "unreadable", str(exc)
+        return check
+    if check.bytes_read < check.size:
+        check.outcome = "short"
+        check.detail = f"{check.bytes_read} of {check.size} bytes"
+    elif check.bytes_read > check.size or sha512.hexdigest() != check.sha512:
+        check.outcome, check.detail = "mismatch", "sha512 differs from the inventory"
+    elif sha256 is not None and sha256.hexdigest() != check.sha256:
+        check.outcome, check.detail = "mismatch", "sha256 differs from the inventory"
+    else:
+        check.outcome = "ok"
+    return check
+
+
+def _selection(
+    conn: Connection,
+    store: str | None,
+    object_id: str | None,
+    due_before: datetime | None,
+    limit: int | None,
+) -> list[Check]:
+    query = (
+        select(
+            files.c.object_id,
+            files.c.content_path,
+            files.c.size,
+            files.c.sha512,
+            files.c.sha256,
+            stores.c.name,
+            replicas.c.id,
+        )
+        .join(files, files.c.id == replicas.c.file_id)
+        .join(stores, stores.c.id == replicas.c.store_id)
+        .join(objects, objects.c.id == files.c.object_id)
+        .where(stores.c.active.is_(True), objects.c.head_version > 0)
+        # Oldest checks first, never-checked before everything.
+        .order_by(replicas.c.last_audit_at.is_not(None), replicas.c.last_audit_at, replicas.c.id)
+    )
+    if store:
+        query = query.where(stores.c.name == store)
+    if object_id:
+        query = query.where(files.c.object_id == object_id)
+    if due_before is not None:
+        query = query.where(
+            or_(replicas.c.last_audit_at.is_(None), replicas.c.last_audit_at < due_before)
+        )
+    if limit:
+        query = query.limit(limit)
+    return [
+        Check(row[0], row[1], row[5], row[6], row[2], row[3], row[4]) for row in conn.execute(query)
+    ]
+
+
+def audit(
+    archive: Archive,
+    *,
+    store: str | None = None,
+    object_id: str | None = None,
+    due_before: datetime | None = None,
+    limit: int | None = None,
+    workers: int = 2,
+    repair: bool = True,
+) -> AuditReport:
+    """Check replicas (all, or one store's, or one object's; `due_before`: only those not
+    audited since), record the outcomes, and repair failures when `repair`."""
+    started = time.monotonic()
+    with reading(archive.engine) as conn:
+        checks = _selection(conn, store, object_id, due_before, limit)
+    report = AuditReport()
+    by_store: dict[str, list[Check]] = {}
+    for check in checks:
+        by_store.setdefault(check.store, []).append(check)
+    for name, group in by_store.items():
+        settings = archive.settings.store(name)
+        rate = settings.audit_bandwidth_mb_s * 1e6 if settings.audit_bandwidth_mb_s else None
+        throttle = _Throttle(rate)
+        target = archive.stores[name]
+        # Largest first, so that no big file is left for the end while one thread idles.
+        group.sort(key=lambda check: -check.size)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit") as pool:
+            report.checks += list(pool.map(partial(_verify, target, throttle=throttle), group))
+    _record(archive, report.checks)
+    touched = sorted({check.object_id for check in report.checks})
+    failed_objects = sorted({check.object_id for check in report.failures})
+    for failed in failed_objects if repair else ():
+        stores_done = replicate_object(archive, failed, f"audit:{uuid.uuid4()}", strict=False)[
+            "stores"
+        ]
+        for check in report.failures:
+            if check.object_id == failed and stores_done.get(check.store, {}).get("copied"):
+                report.repaired.append(
+                    {"object": failed, "file": check.content_path, "store": check.store}
+                )
+    with reading(archive.engine) as conn:
+        for touched_object in touched:
+            report.objects[touched_object] = catalog_objects.get_object(conn, touched_object)[
+                "status"
+            ]
+        report.damaged_files = _files_without_good_copy(conn, touched)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _record(archive: Archive, checks: Iterable[Check]) -> None:
+    """Replica rows, and one fixity-check event per object and store (catalog and journal)."""
+    at = datetime.now(UTC)
+    grouped: dict[tuple[str, str], list[Check]] = {}
+    for check in checks:
+        grouped.setdefault((check.object_id, check.store), []).append(check)
+    journal: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+    with writing(archive.engine) as conn:
+        agent = catalog_events.ensure_agent(conn, "software", "Arkhiv", __version__)
+        for (object_id, store_name), group in sorted(grouped.items()):
+            for check in group:
+                good = check.outcome == "ok"
+                values: dict[str, Any] = {
+                    "last_audit_at": at,
+                    "last_audit_outcome": check.outcome,
+                    "last_audit_detail": check.detail,
+                }
+                if good:
+                    values.update(status="verified", verified_at=at)
+                elif check.outcome != "unreadable":  # a store that is down proves nothing
+                    values["status"] = "missing" if check.outcome == "missing" else "mismatch"
+                conn.execute(
+                    update(replicas).where(replicas.c.id == check.replica_id).values(**values)
+                )
+            bad = [c for c in group if c.outcome != "ok"]
+            outcome = "success" if not bad else "failure"
+            detail = (
+                f"{len(group)} file(s) on store {store_name} read back, every digest matched"
+                if not bad
+                else f"{len(bad)} of {len(group)} file(s) on store {store_name} failed: "
+                + "; ".join(f"{c.content_path} {c.outcome}" for c in bad[:20])
+            )
+            outcome_detail = {
+                "store": store_name,
+                "files": sorted(c.content_path for c in group if c.outcome == "ok"),
+                "failed": {c.content_path: c.outcome for c in bad},
+            }
+            event_id = str(uuid.uuid4())
+            head = catalog_objects.get_object(conn, object_id)["head_version"]
+            catalog_events.record_event(
+                conn,
+                EventType.FIXITY_CHECK.uri,
+                outcome,
+                detail,
+                occurred_at=at,
+                event_id=event_id,
+                object_id=object_id,
+                version_number=head,
+                outcome_detail=outcome_detail,
+                agents_by_role=[(agent, "executing program")],
+            )
+            journal.setdefault(object_id, (head, []))[1].append(
+                {
+                    "id": event_id,
+                    "type": EventType.FIXITY_CHECK.uri,
+                    "occurred_at": at.isoformat(),
+                    "outcome": outcome,
+                    "detail": detail,
+                    "outcome_detail": outcome_detail,
+                    "agents": [
+                        {
+                            "type": "software",
+                            "name": "Arkhiv",
+                            "version": __version__,
+                            "role": "executing program",
+                        }
+                    ],
+                }
+            )
+        for object_id in {key[0] for key in grouped}:
+            catalog_objects.set_status(
+                conn, object_id, preservation_status(conn, archive, object_id)
+            )
+    for object_id, (head, entries) in journal.items():
+        write_journal(
+            list(archive.stores.values()),
+            object_id,
+            at,
+            f"fixity-{uuid.uuid4()}",
+            {"version": head, "events": entries},
+        )
+
+
+def _files_without_good_copy(conn: Connection, object_ids: list[str]) -> list[dict[str, str]]:
+    if not object_ids:
+        return []
+    verified = select(replicas.c.file_id).where(replicas.c.status == "verified").scalar_subquery()
+    query = (
+        select(files.c.object_id, files.c.content_path)
+        .where(and_(files.c.object_id.in_(object_ids), files.c.id.not_in(verified)))
+        .order_by(files.c.object_id, files.c.content_path)
+    )
+    return [{"object": row[0], "file": row[1]} for row in conn.execute(query)]
+
+
+def due_before(interval_days: float, now: datetime | None = None) -> datetime:
+    return (now or datetime.now(UTC)) - timedelta(days=interval_days)

@@ -1,0 +1,138 @@
+"""Fixity audits and automatic repair, through `arkhiv audit`, on both catalogs: flipped bits,
+a store emptied, every copy of a file corrupted."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from arkhiv.aip.placement import object_key
+from arkhiv.ingest.bagging import make_bag
+from tests.conftest import arkhiv_command
+from tests.test_submit import CAPTURE, env, submit
+
+__all__ = ["env"]
+STORES = ("site-a", "site-b", "site-c")
+
+
+def audit(env, *args: str) -> tuple[int, dict]:
+    result = subprocess.run(
+        arkhiv_command("audit", "--json", *args), env=env, capture_output=True, text=True
+    )
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def show(env, object_id: str) -> dict:
+    result = subprocess.run(
+        arkhiv_command("show", object_id, "--json"), env=env, capture_output=True, text=True
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def archived(archive, env, tmp_path):
+    """An archived object of 60 scans plus its metadata, on three local stores."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = random.Random(5)
+    for number in range(60):
+        (folder / f"scan-{number:02d}.bin").write_bytes(rng.randbytes(rng.randint(2000, 90000)))
+    code, report = submit(make_bag(folder, tmp_path / "bag", capture_metadata=CAPTURE), env)
+    assert code == 0, report["summary"]
+    object_id = report["object_id"]
+    roots = {name: archive.settings.store(name).path / object_key(object_id) for name in STORES}
+    return object_id, roots
+
+
+def flip_a_bit(path: Path, rng: random.Random) -> None:
+    data = bytearray(path.read_bytes())
+    position = rng.randrange(len(data))
+    data[position] ^= 1 << rng.randrange(8)
+    path.write_bytes(bytes(data))
+
+
+def test_one_pass_finds_and_repairs_fifty_flipped_bits(archived, env):
+    object_id, roots = archived
+    rng = random.Random(11)
+    content = sorted(
+        p.relative_to(roots["site-a"]).as_posix()
+        for p in roots["site-a"].rglob("*")
+        if p.is_file() and "/content/" in p.as_posix()
+    )
+    # 50 (file, store) pairs, never all three copies of one file.
+    pairs = [(path, store) for path in content for store in STORES]
+    rng.shuffle(pairs)
+    chosen, per_file = [], {}
+    for path, store in pairs:
+        if per_file.get(path, 0) < 2 and len(chosen) < 50:
+            chosen.append((path, store))
+            per_file[path] = per_file.get(path, 0) + 1
+    assert len({store for _path, store in chosen}) == 3
+    originals = {path: (roots["site-a"] / path).read_bytes() for path in content}
+    for path, store in chosen:
+        flip_a_bit(roots[store] / path, rng)
+
+    code, report = audit(env)
+    assert code == 0, report
+    failed = {(f["content_path"], f["store"]) for f in report["failures"]}
+    assert failed == set(chosen)
+    assert all(f["outcome"] == "mismatch" for f in report["failures"])
+    assert {(r["file"], r["store"]) for r in report["repaired"]} == set(chosen)
+    assert report["objects"] == {object_id: "preserved"}
+    for path in content:
+        for store in STORES:
+            assert (roots[store] / path).read_bytes() == originals[path], (path, store)
+    # The next pass finds nothing, and the events say what happened.
+    code, again = audit(env)
+    assert code == 0 and again["failures"] == []
+    labels = [e["label"] for e in show(env, object_id)["events"]]
+    assert labels.count("fixity check") >= 6 and "replication" in labels
+
+
+def test_an_emptied_store_is_refilled(archived, env):
+    object_id, roots = archived
+    shutil.rmtree(roots["site-b"].parents[3])  # the store's whole OCFL root
+    code, report = audit(env, "--store", "site-b")
+    assert code == 0, report
+    assert report["failures"] and all(f["outcome"] == "missing" for f in report["failures"])
+    assert len(report["repaired"]) == len(report["failures"])
+    assert show(env, object_id)["status"] == "preserved"
+    assert (roots["site-b"] / "inventory.json").read_bytes() == (
+        roots["site-a"] / "inventory.json"
+    ).read_bytes()
+
+
+@pytest.mark.damages_aips
+def test_every_copy_corrupted_flags_the_object_damaged_and_overwrites_nothing(archived, env):
+    object_id, roots = archived
+    victim = "v1/content/package/data/scan-07.bin"
+    other = "v1/content/package/data/scan-08.bin"
+    rng = random.Random(3)
+    for store in STORES:
+        flip_a_bit(roots[store] / victim, rng)
+    corrupted = {store: (roots[store] / victim).read_bytes() for store in STORES}
+    healthy = (roots["site-a"] / other).read_bytes()
+    code, report = audit(env)
+    assert code == 1
+    assert report["objects"] == {object_id: "damaged"}
+    assert report["damaged_files"] == [{"object": object_id, "file": victim}]
+    assert report["repaired"] == []
+    for store in STORES:  # no bad copy was "repaired" from another bad copy
+        assert (roots[store] / victim).read_bytes() == corrupted[store]
+        assert (roots[store] / other).read_bytes() == healthy
+    assert show(env, object_id)["status"] == "damaged"
+    text = subprocess.run(arkhiv_command("audit"), env=env, capture_output=True, text=True)
+    assert text.returncode == 1 and f"DAMAGED {object_id}: {victim}" in text.stdout
+
+
+def test_an_unknown_store_is_a_usage_error(archive, env):
+    result = subprocess.run(
+        arkhiv_command("audit", "--store", "nowhere"), env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "nowhere" in result.stderr

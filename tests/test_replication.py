@@ -1,0 +1,126 @@
+"""Replication catch-up: a store that missed a version, or lost its data, gets the copies back
+from verified replicas, and the object goes from at risk to preserved."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from arkhiv.aip.placement import object_key
+from arkhiv.aip.replication import ReplicationIncomplete, replicate_object
+from arkhiv.aip.show import object_document
+from arkhiv.archive import Archive
+from arkhiv.catalog.database import reading
+from arkhiv.jobs.archiving import archive_submission, describe_object
+from arkhiv.jobs.ingest import process_submission, receive_submission
+from arkhiv.jobs.worker import Worker
+from tests.aip_checks import store_problems
+from tests.conftest import CORPORA, S3_CREDENTIALS
+from tests.test_submit import berlin_bag
+
+
+def _stores(s3_endpoint: str, bucket: str, endpoint: str | None = None) -> str:
+    return json.dumps(
+        [
+            {"name": "site-a", "kind": "local", "path": "stores/site-a", "region": "kyiv"},
+            {"name": "site-b", "kind": "local", "path": "stores/site-b", "region": "lviv"},
+            {
+                "name": "s3-eu",
+                "kind": "s3",
+                "bucket": bucket,
+                "region": "eu-central",
+                "endpoint_url": endpoint or s3_endpoint,
+                "region_name": "eu-central-1",
+                "max_attempts": 1,
+                **S3_CREDENTIALS,
+            },
+        ]
+    )
+
+
+def _document(archive, object_id):
+    with reading(archive.engine) as conn:
+        return object_document(conn, object_id)
+
+
+def test_an_s3_store_down_during_ingest_gets_its_copy_when_back(
+    archive_env, s3_endpoint, s3_bucket, corpora, tmp_path, monkeypatch, virus_database
+):
+    bucket = s3_bucket("eu-central-1")
+    monkeypatch.setenv("ARKHIV_INGEST__CLAMAV_DATABASE", str(virus_database))
+    monkeypatch.setenv("ARKHIV_STORES", _stores(s3_endpoint, bucket, "http://127.0.0.1:9"))
+    archive, _ = Archive.initialize(archive_env["ARKHIV_HOME"])
+    try:
+        submission_id, _job, _ = receive_submission(archive, berlin_bag(corpora, tmp_path / "b"))
+        object_id = process_submission(archive, submission_id)["object"]
+        result = archive_submission(archive, submission_id, "worker-1")
+        assert result["status"] == "at_risk"
+        assert result["stores"]["s3-eu"].startswith("failed")
+        document = _document(archive, object_id)
+        assert document["stores"]["s3-eu"]["by_status"] == {
+            "missing": document["stores"]["s3-eu"]["files"]
+        }
+        # Still down: the catch-up fails and will be retried.
+        try:
+            replicate_object(archive, object_id, "worker-1")
+            raise AssertionError("replication cannot succeed while the store is down")
+        except ReplicationIncomplete as exc:
+            assert "s3-eu" in str(exc)
+        assert archive.queue.depth().get("replicate", {}).get("queued", 0) == 1
+    finally:
+        archive.close()
+
+    monkeypatch.setenv("ARKHIV_STORES", _stores(s3_endpoint, bucket))  # the store is back
+    archive, _ = Archive.initialize(archive_env["ARKHIV_HOME"])
+    try:
+        Worker(archive, ["replicate"], burst=True).run()
+        document = _document(archive, object_id)
+        assert document["status"] == "preserved"
+        assert document["stores"]["s3-eu"]["by_status"] == {
+            "verified": document["stores"]["s3-eu"]["files"]
+        }
+        replications = [e for e in document["events"] if e["label"] == "replication"]
+        assert [e["outcome"] for e in replications].count("success") == 3
+        assert store_problems(archive.stores["s3-eu"], tmp_path / "s3", CORPORA) == []
+    finally:
+        archive.close()
+
+
+def test_a_store_that_lost_everything_is_refilled_version_by_version(
+    archive, corpora, tmp_path, virus_database
+):
+    archive.settings.ingest.clamav_database = str(virus_database)
+    submission_id, _job, _ = receive_submission(archive, berlin_bag(corpora, tmp_path / "b"))
+    object_id = process_submission(archive, submission_id)["object"]
+    archive_submission(archive, submission_id, "worker-1")
+    describe_object(archive, object_id, {"condition": "damaged"}, "olena")
+    site_c = archive.settings.store("site-c").path
+    shutil.rmtree(site_c)
+    site_c.mkdir()
+    # The catalog learns of the loss from an audit (issue 5); here it is told directly.
+    from sqlalchemy import update
+
+    from arkhiv.catalog.database import writing
+    from arkhiv.catalog.tables import replicas, stores
+
+    with writing(archive.engine) as conn:
+        store_id = conn.execute(stores.select().where(stores.c.name == "site-c")).first().id
+        conn.execute(
+            update(replicas).where(replicas.c.store_id == store_id).values(status="missing")
+        )
+    report = replicate_object(archive, object_id, "worker-1")
+    assert report["status"] == "preserved"
+    with reading(archive.engine) as conn:
+        from arkhiv.catalog.objects import file_ids
+
+        content_files = len(file_ids(conn, object_id))
+    assert report["stores"]["site-c"] == {"copied": content_files, "problem": None}
+    assert "site-a" not in report["stores"]  # nothing was missing there
+    root = object_key(object_id)
+    for name in ("inventory.json", "v1/inventory.json", "v2/inventory.json", "0=ocfl_object_1.1"):
+        copied = (site_c / root / name).read_bytes()
+        assert copied == (archive.settings.store("site-a").path / root / name).read_bytes()
+    assert _document(archive, object_id)["stores"]["site-c"]["by_status"] == {
+        "verified": content_files
+    }
+    # ocfl-py (at teardown) validates site-c with both versions.
