@@ -795,6 +795,43 @@ def audit(
         sys.exit(1)
 
 
+report_app = typer.Typer(help="Reports for preservation officers.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+class ReportFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+@report_app.command("fixity")
+def report_fixity(
+    output_format: ReportFormat = typer.Option(ReportFormat.json, "--format", "-f"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write here, not stdout."),
+) -> None:
+    """Per store and per object: copies, regions, last audit and outcome, at-risk and damaged
+    objects (naming their files), repairs done, bytes audited per day. Exit 1 when any object is
+    at risk or damaged."""
+    from arkhiv.catalog.database import reading
+    from arkhiv.fixity.report import fixity_report, to_csv, to_html
+
+    with _opened() as archive, reading(archive.engine) as conn:
+        report = fixity_report(conn, archive)
+    if output_format == ReportFormat.json:
+        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    elif output_format == ReportFormat.csv:
+        text = to_csv(report)
+    else:
+        text = to_html(report)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+    if report["at_risk"] or report["damaged"]:
+        sys.exit(1)
+
+
 def main() -> None:
     try:
         app()

@@ -3,12 +3,15 @@ a store emptied, every copy of a file corrupted."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 import shutil
 import subprocess
 from pathlib import Path
 
+import lxml.html
 import pytest
 
 from arkhiv.aip.placement import object_key
@@ -26,6 +29,19 @@ def audit(env, *args: str) -> tuple[int, dict]:
     )
     assert result.stdout, result.stderr
     return result.returncode, json.loads(result.stdout)
+
+
+def officer_report(env, output_format: str) -> tuple[int, object]:
+    result = subprocess.run(
+        arkhiv_command("report", "fixity", "--format", output_format),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout, result.stderr
+    return result.returncode, (
+        json.loads(result.stdout) if output_format == "json" else result.stdout
+    )
 
 
 def show(env, object_id: str) -> dict:
@@ -94,6 +110,21 @@ def test_one_pass_finds_and_repairs_fifty_flipped_bits(archived, env):
     labels = [e["label"] for e in show(env, object_id)["events"]]
     assert labels.count("fixity check") >= 6 and "replication" in labels
 
+    code, fixity = officer_report(env, "json")
+    assert code == 0
+    assert fixity["objects"][object_id]["status"] == "preserved"
+    assert fixity["objects"][object_id]["min_copies"] == 3
+    assert fixity["objects"][object_id]["last_audit_outcome"] == "success"
+    assert {name: entry["by_status"] for name, entry in fixity["stores"].items()} == {
+        name: {"verified": fixity["stores"][name]["replicas"]} for name in STORES
+    }
+    assert fixity["repairs"] and all(r["outcome"] == "success" for r in fixity["repairs"])
+    (today,) = fixity["audited_per_day"].values()
+    assert (
+        today["failed"] == 50
+        and today["bytes"] >= 2 * sum(fixity["stores"][name]["bytes"] for name in STORES) - 1
+    )
+
 
 def test_an_emptied_store_is_refilled(archived, env):
     object_id, roots = archived
@@ -129,6 +160,19 @@ def test_every_copy_corrupted_flags_the_object_damaged_and_overwrites_nothing(ar
     assert show(env, object_id)["status"] == "damaged"
     text = subprocess.run(arkhiv_command("audit"), env=env, capture_output=True, text=True)
     assert text.returncode == 1 and f"DAMAGED {object_id}: {victim}" in text.stdout
+
+    code, fixity = officer_report(env, "json")
+    assert code == 1
+    assert fixity["damaged"] == [object_id]
+    assert fixity["objects"][object_id]["files_without_good_copy"] == [victim]
+    code, table = officer_report(env, "csv")
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert code == 1 and [r["kind"] for r in rows] == ["store"] * 3 + ["object"]
+    assert rows[3]["status"] == "damaged" and rows[3]["files_without_good_copy"] == victim
+    code, page = officer_report(env, "html")
+    tree = lxml.html.fromstring(page)
+    assert code == 1 and tree.findtext(".//h1") == "Fixity report"
+    assert victim in tree.xpath("string(//li[@class='bad'])")
 
 
 def test_an_unknown_store_is_a_usage_error(archive, env):

@@ -263,6 +263,7 @@ def _record(archive: Archive, checks: Iterable[Check]) -> None:
                 "store": store_name,
                 "files": sorted(c.content_path for c in group if c.outcome == "ok"),
                 "failed": {c.content_path: c.outcome for c in bad},
+                "bytes": sum(c.bytes_read for c in group),
             }
             event_id = str(uuid.uuid4())
             head = catalog_objects.get_object(conn, object_id)["head_version"]
