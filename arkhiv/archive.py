@@ -14,7 +14,7 @@ from arkhiv.catalog import migrate
 from arkhiv.catalog.database import create_catalog_engine, reading, redact, writing
 from arkhiv.catalog.objects import count_by_status
 from arkhiv.catalog.queue import JobQueue, RetryPolicy
-from arkhiv.catalog.stores import list_stores, store_location, sync_stores
+from arkhiv.catalog.stores import list_stores, replica_summary, store_location, sync_stores
 from arkhiv.config import (
     CONFIG_FILE_NAME,
     LocalStoreSettings,
@@ -27,6 +27,10 @@ from arkhiv.config import (
 from arkhiv.errors import ConfigError
 from arkhiv.security.sealing import ArchiveKey, SealingError
 from arkhiv.storage import LocalStore, Store
+
+
+def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in entry.items()}
 
 
 def open_store(store: StoreSettings) -> Store:
@@ -142,6 +146,7 @@ class Archive:
         with reading(self.engine) as conn:
             objects = count_by_status(conn)
             catalog_stores = {row["name"]: row for row in list_stores(conn)}
+            held = replica_summary(conn)
         revision = migrate.current_revision(self.engine)
         head = migrate.head_revision()
         stores = []
@@ -154,6 +159,17 @@ class Archive:
                 "jurisdiction": store.jurisdiction,
                 "description": store.description,
                 "registered": store.name in catalog_stores,
+                "holdings": _jsonable(
+                    held.get(store.name)
+                    or {
+                        "replicas": 0,
+                        "bytes": 0,
+                        "by_status": {},
+                        "never_audited": 0,
+                        "oldest_audit": None,
+                        "latest_audit": None,
+                    }
+                ),
             }
             health = self.stores[store.name].health()
             entry.update(

@@ -144,7 +144,17 @@ def status(as_json: bool = JSON_OPTION) -> None:
     out.print(f"Objects: {objects['total']}" + (f" ({by_status})" if by_status else ""))
 
     table = Table(title="Stores")
-    for column in ("name", "kind", "region", "jurisdiction", "location", "state", "free"):
+    for column in (
+        "name",
+        "kind",
+        "region",
+        "state",
+        "free",
+        "replicas",
+        "verified",
+        "failed",
+        "oldest audit",
+    ):
         table.add_column(column)
     for store in report["stores"]:
         if store["reachable"] is None:
@@ -157,10 +167,14 @@ def status(as_json: bool = JSON_OPTION) -> None:
             store["name"],
             store["kind"],
             store["region"],
-            store["jurisdiction"],
-            store["location"],
             health,
             _bytes(store["free_bytes"]),
+            str(store["holdings"]["replicas"]),
+            str(store["holdings"]["by_status"].get("verified", 0)),
+            str(store["holdings"]["replicas"] - store["holdings"]["by_status"].get("verified", 0)),
+            "never"
+            if store["holdings"]["never_audited"]
+            else (store["holdings"]["oldest_audit"] or "—")[:19],
         )
     out.print(table)
 

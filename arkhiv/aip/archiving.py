@@ -61,12 +61,16 @@ from arkhiv.aip.placement import (
     read_inventory,
     write_journal,
 )
+from arkhiv.aip.preservation import (
+    OBJECT_LEASE_SECONDS,
+    preservation_status,
+    queue_replication,
+)
 from arkhiv.archive import Archive
 from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import leases
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading, writing
-from arkhiv.catalog.queue import enqueue
 from arkhiv.errors import ArkhivError
 from arkhiv.fixity.digests import digest_file
 from arkhiv.metadata.crm import crm_graph, crm_jsonld, crm_turtle
@@ -97,7 +101,6 @@ METADATA_FORMATS = {
     ".jsonld": Format("fmt/880", "application/ld+json", "JSON-LD"),
     ".ttl": Format("fmt/874", "text/turtle", "Turtle"),
 }
-OBJECT_LEASE_SECONDS = 3600
 
 
 class ArchivingError(ArkhivError):
@@ -748,30 +751,6 @@ def _commit(
     if status != "preserved":
         queue_replication(conn, archive, plan.object_id)
     return status
-
-
-REPLICATE_KIND = "aip.replicate"
-
-
-def queue_replication(conn: Connection, archive: Archive, object_id: str) -> None:
-    """Queue the catch-up of an object short of its copies (once while one is queued)."""
-    enqueue(
-        conn,
-        "replicate",
-        REPLICATE_KIND,
-        {"object": object_id},
-        unique_key=f"{REPLICATE_KIND}:{object_id}",
-        max_attempts=archive.settings.jobs.max_attempts,
-    )
-
-
-def preservation_status(conn: Connection, archive: Archive, object_id: str) -> str:
-    """The object's state under the preservation policy, from its replicas in the catalog."""
-    copies: dict[str, list[str]] = {path: [] for path in catalog_objects.file_ids(conn, object_id)}
-    for row in catalog_objects.replicas_of(conn, object_id):
-        if row["status"] == "verified":
-            copies[row["content_path"]].append(row["region"])
-    return archive.settings.preservation.status_of(copies)
 
 
 # --- v1 from an accepted submission -----------------------------------------------------------

@@ -31,7 +31,6 @@ from arkhiv.aip.archiving import (
     SOFTWARE_ADDRESS,
     SUBMISSION_RECORD,
     metadata_format,
-    preservation_status,
     role_of,
 )
 from arkhiv.aip.ocfl import INVENTORY, SIDECAR, Inventory, OcflError, parse_sidecar
@@ -42,6 +41,7 @@ from arkhiv.aip.placement import (
     object_roots,
     read_bytes,
 )
+from arkhiv.aip.preservation import preservation_status
 from arkhiv.archive import Archive
 from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import objects as catalog_objects

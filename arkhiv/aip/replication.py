@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from arkhiv import __version__
-from arkhiv.aip.archiving import OBJECT_LEASE_SECONDS, preservation_status
 from arkhiv.aip.ocfl import (
     INVENTORY,
     OBJECT_DECLARATION,
@@ -37,6 +36,7 @@ from arkhiv.aip.placement import (
     read_inventory,
     write_journal,
 )
+from arkhiv.aip.preservation import OBJECT_LEASE_SECONDS, preservation_status
 from arkhiv.archive import Archive
 from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import leases

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from arkhiv.catalog.database import now
-from arkhiv.catalog.tables import stores
+from arkhiv.catalog.tables import files, replicas, stores
 from arkhiv.config import LocalStoreSettings, StoreSettings
 
 
@@ -50,3 +50,43 @@ def sync_stores(conn: Connection, configured: Sequence[StoreSettings]) -> None:
 
 def list_stores(conn: Connection) -> list[dict]:
     return [dict(row._mapping) for row in conn.execute(select(stores).order_by(stores.c.name))]
+
+
+def replica_summary(conn: Connection) -> dict[str, dict]:
+    """Per store: replicas by status, bytes held, and the oldest and latest audit."""
+    rows = conn.execute(
+        select(
+            stores.c.name,
+            replicas.c.status,
+            func.count(),
+            func.coalesce(func.sum(files.c.size), 0),
+            func.min(replicas.c.last_audit_at),
+            func.max(replicas.c.last_audit_at),
+            func.count(replicas.c.last_audit_at),
+        )
+        .join(replicas, replicas.c.store_id == stores.c.id)
+        .join(files, files.c.id == replicas.c.file_id)
+        .group_by(stores.c.name, replicas.c.status)
+    )
+    summary: dict[str, dict] = {}
+    for name, status, count, size, oldest, latest, audited in rows:
+        entry = summary.setdefault(
+            name,
+            {
+                "replicas": 0,
+                "bytes": 0,
+                "by_status": {},
+                "never_audited": 0,
+                "oldest_audit": None,
+                "latest_audit": None,
+            },
+        )
+        entry["replicas"] += count
+        entry["bytes"] += int(size)
+        entry["by_status"][status] = count
+        entry["never_audited"] += count - audited
+        if oldest is not None and (entry["oldest_audit"] is None or oldest < entry["oldest_audit"]):
+            entry["oldest_audit"] = oldest
+        if latest is not None and (entry["latest_audit"] is None or latest > entry["latest_audit"]):
+            entry["latest_audit"] = latest
+    return summary

@@ -1,8 +1,9 @@
 """Fixity audits: read replicas back from their stores, compare with the inventory's digests,
 record each check, and repair what failed from a good copy.
 
-One pass reads each file once and computes every digest the catalog holds for it (sha512 and
-sha256) from that read; files are spread over `workers` threads (hashlib and store reads release
+One pass reads each file once and compares its size and its sha512 (OCFL's content digest, the
+inventory's fixity of record; a second digest would only slow the pass) with the inventory;
+files are spread over `workers` threads (hashlib and store reads release
 the GIL, so two threads keep two cores busy). A store's `audit_bandwidth_mb_s` caps the rate at
 which it is read (cloud egress costs money).
 
@@ -16,6 +17,7 @@ copying and never copies a bad one on); an object with a file left without any g
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 import uuid
@@ -29,14 +31,15 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select, update
 
 from arkhiv import __version__
-from arkhiv.aip.archiving import preservation_status
 from arkhiv.aip.placement import object_key, write_journal
+from arkhiv.aip.preservation import preservation_status
 from arkhiv.aip.replication import replicate_object
 from arkhiv.archive import Archive
 from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.tables import files, objects, replicas, stores
+from arkhiv.fixity.digests import digest_file
 from arkhiv.metadata.premis_vocabulary import EventType
 from arkhiv.storage.base import KeyNotFound, Store, StoreError
 
@@ -51,7 +54,6 @@ class Check:
     replica_id: int
     size: int
     sha512: str
-    sha256: str | None
     outcome: str = ""  # ok, missing, short, mismatch, unreadable
     detail: str = ""
     bytes_read: int = 0
@@ -108,19 +110,32 @@ class _Throttle:
             time.sleep(ahead)
 
 
+def _read_local(path, check: Check) -> str:
+    """sha512 of a file on a local disk, read into one reused buffer per thread."""
+    digest = digest_file(path, ["sha512"])["sha512"]
+    check.bytes_read = os.stat(path).st_size
+    return digest
+
+
+def _read_stream(store: Store, key: str, check: Check, throttle: _Throttle) -> str:
+    sha512 = hashlib.sha512()
+    with store.open(key) as stream:
+        while chunk := stream.read(CHUNK):
+            throttle.take(len(chunk))
+            sha512.update(chunk)
+            check.bytes_read += len(chunk)
+    return sha512.hexdigest()
+
+
 def _verify(store: Store, check: Check, *, throttle: _Throttle) -> Check:
     key = object_key(check.object_id, check.content_path)
-    sha512 = hashlib.sha512()
-    sha256 = hashlib.sha256() if check.sha256 else None
+    local_path = getattr(store, "local_path", None)
     try:
-        with store.open(key) as stream:
-            while chunk := stream.read(CHUNK):
-                throttle.take(len(chunk))
-                sha512.update(chunk)
-                if sha256 is not None:
-                    sha256.update(chunk)
-                check.bytes_read += len(chunk)
-    except KeyNotFound:
+        if local_path is not None and not throttle.rate:
+            digest = _read_local(local_path(key), check)
+        else:
+            digest = _read_stream(store, key, check, throttle)
+    except (KeyNotFound, FileNotFoundError):
         check.outcome, check.detail = "missing", "not on the store"
         return check
     except (StoreError, OSError) as exc:
@@ -129,10 +144,8 @@ def _verify(store: Store, check: Check, *, throttle: _Throttle) -> Check:
     if check.bytes_read < check.size:
         check.outcome = "short"
         check.detail = f"{check.bytes_read} of {check.size} bytes"
-    elif check.bytes_read > check.size or sha512.hexdigest() != check.sha512:
+    elif check.bytes_read > check.size or digest != check.sha512:
         check.outcome, check.detail = "mismatch", "sha512 differs from the inventory"
-    elif sha256 is not None and sha256.hexdigest() != check.sha256:
-        check.outcome, check.detail = "mismatch", "sha256 differs from the inventory"
     else:
         check.outcome = "ok"
     return check
@@ -151,7 +164,6 @@ def _selection(
             files.c.content_path,
             files.c.size,
             files.c.sha512,
-            files.c.sha256,
             stores.c.name,
             replicas.c.id,
         )
@@ -172,9 +184,7 @@ def _selection(
         )
     if limit:
         query = query.limit(limit)
-    return [
-        Check(row[0], row[1], row[5], row[6], row[2], row[3], row[4]) for row in conn.execute(query)
-    ]
+    return [Check(row[0], row[1], row[4], row[5], row[2], row[3]) for row in conn.execute(query)]
 
 
 def audit(

@@ -15,15 +15,14 @@ from sqlalchemy import update
 from arkhiv.aip import description as descriptions
 from arkhiv.aip.archiving import (
     GENERATED,
-    REPLICATE_KIND,
     PendingEvent,
     VersionPlan,
     VersionResult,
     plan_first_version,
-    queue_replication,
     user_for,
     write_version,
 )
+from arkhiv.aip.preservation import REPLICATE_KIND, queue_replication
 from arkhiv.aip.replication import replicate_object
 from arkhiv.archive import Archive
 from arkhiv.catalog import objects as catalog_objects
