@@ -124,3 +124,65 @@ def test_a_store_that_lost_everything_is_refilled_version_by_version(
         "verified": content_files
     }
     # ocfl-py (at teardown) validates site-c with both versions.
+
+
+def test_a_worker_killed_mid_copy_leaves_no_counted_replica_and_the_next_run_finishes(
+    archive, archive_env, tmp_path, virus_database
+):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from arkhiv.aip.preservation import queue_replication
+    from arkhiv.catalog.database import writing
+    from arkhiv.ingest.bagging import make_bag
+    from tests.conftest import arkhiv_command, subprocess_env, worker_processes
+    from tests.test_submit import CAPTURE
+
+    archive.settings.ingest.clamav_database = str(virus_database)
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    with (folder / "scan.bin").open("wb") as out:
+        for _ in range(300):
+            out.write(os.urandom(1 << 20))
+    bag = make_bag(folder, tmp_path / "bag", capture_metadata=CAPTURE)
+    submission_id, _job, _ = receive_submission(archive, bag)
+    object_id = process_submission(archive, submission_id)["object"]
+    archive_submission(archive, submission_id, "worker-1")
+    site_c = archive.settings.store("site-c").path
+    shutil.rmtree(site_c)
+    site_c.mkdir()
+    env = subprocess_env({**archive_env, "ARKHIV_INGEST__CLAMAV_DATABASE": str(virus_database)})
+    found = subprocess.run(
+        arkhiv_command("audit", "--store", "site-c", "--no-repair"), env=env, capture_output=True
+    )
+    assert found.returncode == 1  # at risk now, and a catch-up queued
+    big = site_c / object_key(object_id) / "v1/content/package/data/scan.bin"
+    incoming = site_c / ".incoming"
+    with worker_processes(1, ["--queue", "replicate"], env, tmp_path) as (workers, _logs):
+        deadline = time.monotonic() + 60
+        while not any(incoming.glob("put-*")) or not big.parent.is_dir():
+            assert time.monotonic() < deadline, "the copy never started"
+            time.sleep(0.005)
+        os.kill(workers[0].pid, signal.SIGKILL)
+        workers[0].wait()
+    assert not big.exists()  # the half-copied file never took its name
+    document = _document(archive, object_id)
+    assert document["status"] == "at_risk"
+    assert document["stores"]["site-c"]["by_status"].get("verified", 0) == 0
+    # The killed job comes back once its lease expires; or a new one is queued. Either way:
+    with writing(archive.engine) as conn:
+        queue_replication(conn, archive, object_id)
+    deadline = time.monotonic() + 60
+    while _document(archive, object_id)["status"] != "preserved":
+        assert time.monotonic() < deadline, "the catch-up did not finish"
+        Worker(archive, ["replicate"], burst=True).run()
+    assert big.stat().st_size == 300 << 20
+    # The killed writer's partial file is outside every key (ocfl-py, at teardown, sees only
+    # complete files) until the daily housekeeping removes it.
+    from arkhiv.storage import LocalStore
+
+    assert all(not item.key.startswith(".incoming") for item in archive.stores["site-c"].list())
+    assert any(incoming.glob("put-*"))
+    assert LocalStore("site-c", site_c).clean_incoming(older_than_seconds=0) >= 1

@@ -77,7 +77,7 @@ def test_background_scheduler_ticks_and_releases_its_lease(archive, monkeypatch)
     (job,) = archive.queue.list(queue="maintenance")
     assert job.kind == "jobs.prune"
     assert job.status == "done"
-    assert job.result == {"pruned": 0}
+    assert job.result == {"pruned": 0, "partial_writes_removed": 0}
 
 
 def test_two_worker_processes_enqueue_periodic_work_once(archive, archive_env, tmp_path):

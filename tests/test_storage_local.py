@@ -50,6 +50,8 @@ def test_interrupted_write_leaves_no_key_and_no_debris(tmp_path):
         store.put("obj/file", io.BufferedReader(Exploding()))
     assert store.open("obj/file").read() == b"old"
     assert [path.name for path in (tmp_path / "obj").iterdir()] == ["file"]
+    assert list((tmp_path / ".incoming").iterdir()) == []  # the partial write was removed
+    assert [item.key for item in store.list()] == ["obj/file"]
 
 
 @pytest.mark.parametrize("key", ["", "/etc/passwd", "../outside", "a/../../b", "a//b", "a/./b"])

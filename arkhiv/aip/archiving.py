@@ -62,7 +62,7 @@ from arkhiv.aip.placement import (
     write_journal,
 )
 from arkhiv.aip.preservation import (
-    OBJECT_LEASE_SECONDS,
+    object_lease,
     preservation_status,
     queue_replication,
 )
@@ -503,41 +503,45 @@ def write_version(
     `make_plan(inputs_folder)` decides the version; after a crash the saved plan is used
     instead, so a retry writes the very same version. `on_commit(conn, plan)` runs inside the
     catalog transaction, for the caller's own records."""
-    lease = f"object:{object_id}"
-    with writing(archive.engine) as conn:
-        if not leases.acquire(conn, lease, lease_holder, OBJECT_LEASE_SECONDS):
-            raise ConcurrentChange(f"{object_id} is being changed by another worker")
     try:
-        plan = _load_or_make_plan(workdir, make_plan)
-        staged = _load_or_stage(archive, plan, workdir / "build")
-        # Stores are independent: writing them at once overlaps one's I/O with another's
-        # read-back hashing.
-        stores = list(archive.stores.values())
-        with ThreadPoolExecutor(max_workers=len(stores), thread_name_prefix="place") as pool:
-            placements = list(pool.map(partial(place_version, staged), stores))
-        if not any(p.complete for p in placements):
-            raise ArchivingError(
-                f"{plan.object_id} v{plan.number} could not be written to any store: "
-                + "; ".join(f"{p.store}: {p.problem}" for p in placements)
+        with leases.holding(
+            archive.engine,
+            object_lease(object_id),
+            lease_holder,
+            archive.settings.jobs.lease_seconds,
+        ) as lost:
+            plan = _load_or_make_plan(workdir, make_plan)
+            staged = _load_or_stage(archive, plan, workdir / "build")
+            # Stores are independent: writing them at once overlaps one's I/O with another's
+            # read-back hashing.
+            stores = list(archive.stores.values())
+            with ThreadPoolExecutor(max_workers=len(stores), thread_name_prefix="place") as pool:
+                placements = list(pool.map(partial(place_version, staged), stores))
+            if not any(p.complete for p in placements):
+                raise ArchivingError(
+                    f"{plan.object_id} v{plan.number} could not be written to any store: "
+                    + "; ".join(f"{p.store}: {p.problem}" for p in placements)
+                )
+            replication = _replication_events(plan, staged, placements)
+            journal_entry = {
+                "version": plan.number,
+                "events": [_journal_event(event) for event in replication],
+            }
+            write_journal(
+                list(archive.stores.values()),
+                plan.object_id,
+                plan.created,
+                f"v{plan.number}-replication",
+                journal_entry,
             )
-        replication = _replication_events(plan, staged, placements)
-        journal_entry = {
-            "version": plan.number,
-            "events": [_journal_event(event) for event in replication],
-        }
-        write_journal(
-            list(archive.stores.values()),
-            plan.object_id,
-            plan.created,
-            f"v{plan.number}-replication",
-            journal_entry,
-        )
-        with writing(archive.engine) as conn:
-            status = _commit(conn, archive, plan, staged, placements, replication)
-            if on_commit is not None:
-                on_commit(conn, plan)
-    finally:
-        leases.release(archive.engine, lease, lease_holder)
+            if lost.is_set():
+                raise ConcurrentChange(f"{object_id}: the object's lease was lost; not committing")
+            with writing(archive.engine) as conn:
+                status = _commit(conn, archive, plan, staged, placements, replication)
+                if on_commit is not None:
+                    on_commit(conn, plan)
+    except leases.LeaseLost:
+        raise ConcurrentChange(f"{object_id} is being changed by another worker") from None
     shutil.rmtree(workdir, ignore_errors=True)
     return VersionResult(plan.object_id, plan.number, status, placements, staged)
 

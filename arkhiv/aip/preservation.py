@@ -9,8 +9,13 @@ from arkhiv.archive import Archive
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.queue import enqueue
 
-# Writers of one object (a new version, a catch-up, a repair) hold `object:<ARK>` this long.
-OBJECT_LEASE_SECONDS = 3600
+
+def object_lease(object_id: str) -> str:
+    """The lease every writer of one object holds (a new version, a catch-up, a repair), renewed
+    while it works (`catalog.leases.holding`), so a killed writer frees it within a lease."""
+    return f"object:{object_id}"
+
+
 REPLICATE_KIND = "aip.replicate"
 
 

@@ -36,7 +36,7 @@ from arkhiv.aip.placement import (
     read_inventory,
     write_journal,
 )
-from arkhiv.aip.preservation import OBJECT_LEASE_SECONDS, preservation_status
+from arkhiv.aip.preservation import object_lease, preservation_status
 from arkhiv.archive import Archive
 from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import leases
@@ -88,14 +88,13 @@ def replicate_object(
 ) -> dict[str, Any]:
     """Bring every store's copy of the object up to the catalog's head. Returns what was done;
     when `strict`, raises ReplicationIncomplete if the policy is still not met afterwards."""
-    lease = f"object:{object_id}"
-    with writing(archive.engine) as conn:
-        if not leases.acquire(conn, lease, holder, OBJECT_LEASE_SECONDS):
-            raise ReplicationIncomplete(f"{object_id} is being changed by another worker")
     try:
-        outcomes, status = _replicate(archive, object_id)
-    finally:
-        leases.release(archive.engine, lease, holder)
+        with leases.holding(
+            archive.engine, object_lease(object_id), holder, archive.settings.jobs.lease_seconds
+        ):
+            outcomes, status = _replicate(archive, object_id)
+    except leases.LeaseLost:
+        raise ReplicationIncomplete(f"{object_id} is being changed by another worker") from None
     report = {
         "object": object_id,
         "status": status,

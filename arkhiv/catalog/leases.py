@@ -4,6 +4,9 @@ asker."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
@@ -47,3 +50,39 @@ def holder(engine: Engine, name: str) -> str | None:
     with reading(engine) as conn:
         row = conn.execute(select(leases).where(leases.c.name == name)).first()
         return row.holder if row and row.expires_at > now(conn) else None
+
+
+class LeaseLost(Exception):
+    """Another holder took the lease (ours expired unrenewed)."""
+
+
+@contextmanager
+def holding(engine: Engine, name: str, holder: str, seconds: float) -> Iterator[threading.Event]:
+    """Hold the lease for the block, renewed every third of `seconds` by a thread, released at
+    the end. A holder that dies stops renewing, so the lease passes on after `seconds`, not
+    never. Yields an Event set if the lease was lost meanwhile (check it before committing).
+    Raises LeaseLost when someone else holds it."""
+    with writing(engine) as conn:
+        if not acquire(conn, name, holder, seconds):
+            raise LeaseLost(f"{name} is held by another worker")
+    lost = threading.Event()
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(seconds / 3):
+            try:
+                with writing(engine) as conn:
+                    if not acquire(conn, name, holder, seconds):
+                        lost.set()
+                        return
+            except Exception:  # a catalog hiccup: try again at the next beat
+                continue
+
+    thread = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
+    thread.start()
+    try:
+        yield lost
+    finally:
+        stop.set()
+        thread.join()
+        release(engine, name, holder)

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, and_, or_, select, update
 
 from arkhiv import __version__
 from arkhiv.aip.placement import object_key, write_journal
-from arkhiv.aip.preservation import preservation_status
+from arkhiv.aip.preservation import preservation_status, queue_replication
 from arkhiv.aip.replication import replicate_object
 from arkhiv.archive import Archive
 from arkhiv.catalog import events as catalog_events
@@ -308,9 +308,10 @@ def _record(archive: Archive, checks: Iterable[Check]) -> None:
                 }
             )
         for object_id in {key[0] for key in grouped}:
-            catalog_objects.set_status(
-                conn, object_id, preservation_status(conn, archive, object_id)
-            )
+            status = preservation_status(conn, archive, object_id)
+            catalog_objects.set_status(conn, object_id, status)
+            if status != "preserved":
+                queue_replication(conn, archive, object_id)
     for object_id, (head, entries) in journal.items():
         write_journal(
             list(archive.stores.values()),

@@ -12,6 +12,7 @@ from typing import BinaryIO
 from arkhiv.storage.base import KeyNotFound, StoredObject, StoreError, StoreHealth
 
 CHUNK = 1 << 20
+INCOMING = ".incoming"  # partial writes; never a key
 
 
 def check_key(key: str) -> PurePosixPath:
@@ -40,8 +41,12 @@ class LocalStore:
     def put(self, key: str, stream: BinaryIO) -> StoredObject:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename: readers never see a partial file.
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        # Write in the store's own incoming folder (same file system) and rename: readers never
+        # see a partial file, and a writer killed mid-way leaves its debris outside the keys,
+        # never inside an OCFL object where a validator would take it for undeclared content.
+        incoming = self.root / INCOMING
+        incoming.mkdir(exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=incoming, prefix="put-")
         size = 0
         try:
             with os.fdopen(fd, "wb") as out:
@@ -71,14 +76,29 @@ class LocalStore:
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         for directory, dirs, names in os.walk(self.root):
+            if directory == str(self.root) and INCOMING in dirs:
+                dirs.remove(INCOMING)
             dirs.sort()
             for name in sorted(names):
-                if name.startswith(".incoming-"):
-                    continue
                 path = Path(directory, name)
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield StoredObject(key, path.stat().st_size)
+
+    def clean_incoming(self, older_than_seconds: float) -> int:
+        """Remove partial writes left by writers that died; returns how many."""
+        import time
+
+        removed = 0
+        cutoff = time.time() - older_than_seconds
+        for path in (self.root / INCOMING).glob("put-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def delete(self, key: str) -> None:
         try:
