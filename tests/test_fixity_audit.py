@@ -180,3 +180,47 @@ def test_an_unknown_store_is_a_usage_error(archive, env):
         arkhiv_command("audit", "--store", "nowhere"), env=env, capture_output=True, text=True
     )
     assert result.returncode == 2 and "nowhere" in result.stderr
+
+
+def test_the_hourly_sweep_audits_each_stores_share_oldest_first(archive, archived):
+    from sqlalchemy import func, select
+
+    from arkhiv.catalog.database import reading
+    from arkhiv.catalog.tables import replicas, stores
+    from arkhiv.jobs.fixity import SWEEP_KIND
+    from arkhiv.jobs.worker import Worker
+
+    def audited() -> dict[str, int]:
+        with reading(archive.engine) as conn:
+            return dict(
+                conn.execute(
+                    select(stores.c.name, func.count(replicas.c.last_audit_at))
+                    .join(replicas, replicas.c.store_id == stores.c.id)
+                    .group_by(stores.c.name)
+                ).all()
+            )
+
+    total = archive.status()["stores"][0]["holdings"]["replicas"]
+    # 90 days of hourly sweeps: each store's share this hour is one replica.
+    archive.queue.enqueue("audit", SWEEP_KIND)
+    Worker(archive, ["audit"], burst=True).run()
+    assert audited() == {"site-a": 1, "site-b": 1, "site-c": 1}
+    # A store audited every hour gets all of its replicas in one sweep.
+    archive.settings.store("site-b").audit_interval_days = 1 / 24
+    archive.queue.enqueue("audit", SWEEP_KIND)
+    Worker(archive, ["audit"], burst=True).run()
+    assert audited() == {"site-a": 2, "site-b": total, "site-c": 2}
+
+
+def test_a_stores_bandwidth_cap_slows_its_audit(archive, archived):
+    import time
+
+    from arkhiv.fixity.audit import audit as run_audit
+
+    held = archive.status()["stores"][0]["holdings"]["bytes"]
+    archive.settings.store("site-c").audit_bandwidth_mb_s = held / 1e6 / 1.5  # 1.5 s of reading
+    started = time.monotonic()
+    report = run_audit(archive, store="site-c")
+    took = time.monotonic() - started
+    assert not report.failures and sum(c.bytes_read for c in report.checks) == held
+    assert took >= 1.4
