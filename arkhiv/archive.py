@@ -14,7 +14,13 @@ from arkhiv.catalog import migrate
 from arkhiv.catalog.database import create_catalog_engine, reading, redact, writing
 from arkhiv.catalog.objects import count_by_status
 from arkhiv.catalog.queue import JobQueue, RetryPolicy
-from arkhiv.catalog.stores import list_stores, replica_summary, store_location, sync_stores
+from arkhiv.catalog.stores import (
+    empty_holdings,
+    list_stores,
+    replica_summary,
+    store_location,
+    sync_stores,
+)
 from arkhiv.config import (
     CONFIG_FILE_NAME,
     LocalStoreSettings,
@@ -159,17 +165,7 @@ class Archive:
                 "jurisdiction": store.jurisdiction,
                 "description": store.description,
                 "registered": store.name in catalog_stores,
-                "holdings": _jsonable(
-                    held.get(store.name)
-                    or {
-                        "replicas": 0,
-                        "bytes": 0,
-                        "by_status": {},
-                        "never_audited": 0,
-                        "oldest_audit": None,
-                        "latest_audit": None,
-                    }
-                ),
+                "holdings": _jsonable(held.get(store.name) or empty_holdings()),
             }
             health = self.stores[store.name].health()
             entry.update(

@@ -34,6 +34,7 @@ from sqlalchemy import Connection
 
 from arkhiv import __version__
 from arkhiv.aip import description as descriptions
+from arkhiv.aip.events import PendingEvent
 from arkhiv.aip.model import (
     Agent,
     Capture,
@@ -145,18 +146,6 @@ class NewFile:
     source: Path
     digests: dict[str, str]
     format: Format
-
-
-@dataclass
-class PendingEvent:
-    """An event made with the version: in its premis.xml and committed with it."""
-
-    id: str
-    type: EventType
-    occurred_at: datetime
-    outcome: str
-    detail: str
-    outcome_detail: dict[str, Any] | None = None
 
 
 @dataclass
@@ -525,7 +514,7 @@ def write_version(
             replication = _replication_events(plan, staged, placements)
             journal_entry = {
                 "version": plan.number,
-                "events": [_journal_event(event) for event in replication],
+                "events": [event.journal_entry() for event in replication],
             }
             write_journal(
                 list(archive.stores.values()),
@@ -639,25 +628,6 @@ def _replication_events(
     return events
 
 
-def _journal_event(event: PendingEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "type": event.type.uri,
-        "occurred_at": event.occurred_at.isoformat(),
-        "outcome": event.outcome,
-        "detail": event.detail,
-        "outcome_detail": event.outcome_detail,
-        "agents": [
-            {
-                "type": "software",
-                "name": "Arkhiv",
-                "version": __version__,
-                "role": "executing program",
-            }
-        ],
-    }
-
-
 def _commit(
     conn: Connection,
     archive: Archive,
@@ -734,22 +704,10 @@ def _commit(
                 "verified" if placement.complete else "missing",
                 event.occurred_at if placement.complete else None,
             )
-    arkhiv_agent = catalog_events.ensure_agent(conn, "software", "Arkhiv", __version__)
     if plan.submission_id:
         catalog_events.link_to_object(conn, plan.submission_id, plan.object_id, plan.number)
     for event in [*plan.events, *replication]:
-        catalog_events.record_event(
-            conn,
-            event.type.uri,
-            event.outcome,
-            event.detail,
-            occurred_at=event.occurred_at,
-            event_id=event.id,
-            object_id=plan.object_id,
-            version_number=plan.number,
-            outcome_detail=event.outcome_detail,
-            agents_by_role=[(arkhiv_agent, "executing program")],
-        )
+        event.record(conn, plan.object_id, plan.number)
     status = preservation_status(conn, archive, plan.object_id)
     catalog_objects.set_status(conn, plan.object_id, status)
     if status != "preserved":

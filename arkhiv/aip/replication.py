@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from arkhiv import __version__
+from arkhiv.aip.events import PendingEvent
 from arkhiv.aip.ocfl import (
     INVENTORY,
     OBJECT_DECLARATION,
@@ -38,7 +38,6 @@ from arkhiv.aip.placement import (
 )
 from arkhiv.aip.preservation import object_lease, preservation_status
 from arkhiv.archive import Archive
-from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import leases
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading, writing
@@ -220,17 +219,17 @@ def _record(archive: Archive, object_id: str, head: int, outcome: StoreOutcome) 
     """The catalog's replicas and a PREMIS replication event (also in every store's journal)."""
     at = datetime.now(UTC)
     success = outcome.problem is None
-    detail = (
+    event = PendingEvent(
+        str(uuid.uuid4()),
+        EventType.REPLICATION,
+        at,
+        "success" if success else "failure",
         f"store {outcome.store} brought up to v{head}: {len(outcome.copied)} file(s) copied from "
         "verified replicas, each read back and its sha512 matched"
         if success
-        else f"store {outcome.store} not brought up to v{head}: {outcome.problem}"
+        else f"store {outcome.store} not brought up to v{head}: {outcome.problem}",
+        {"store": outcome.store, "files": outcome.copied},
     )
-    event_id = str(uuid.uuid4())
-    outcome_detail = {"store": outcome.store, "files": outcome.copied}
-    agents = [
-        {"type": "software", "name": "Arkhiv", "version": __version__, "role": "executing program"}
-    ]
     with writing(archive.engine) as conn:
         store_ids = catalog_objects.store_ids(conn)
         ids = catalog_objects.file_ids(conn, object_id)
@@ -238,36 +237,11 @@ def _record(archive: Archive, object_id: str, head: int, outcome: StoreOutcome) 
             catalog_objects.set_replica(
                 conn, ids[content_path], store_ids[outcome.store], "verified", at
             )
-        agent = catalog_events.ensure_agent(conn, "software", "Arkhiv", __version__)
-        catalog_events.record_event(
-            conn,
-            EventType.REPLICATION.uri,
-            "success" if success else "failure",
-            detail,
-            occurred_at=at,
-            event_id=event_id,
-            object_id=object_id,
-            version_number=head,
-            outcome_detail=outcome_detail,
-            agents_by_role=[(agent, "executing program")],
-        )
+        event.record(conn, object_id, head)
     write_journal(
         list(archive.stores.values()),
         object_id,
         at,
-        event_id,
-        {
-            "version": head,
-            "events": [
-                {
-                    "id": event_id,
-                    "type": EventType.REPLICATION.uri,
-                    "occurred_at": at.isoformat(),
-                    "outcome": "success" if success else "failure",
-                    "detail": detail,
-                    "outcome_detail": outcome_detail,
-                    "agents": agents,
-                }
-            ],
-        },
+        event.id,
+        {"version": head, "events": [event.journal_entry()]},
     )

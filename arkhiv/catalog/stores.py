@@ -70,17 +70,7 @@ def replica_summary(conn: Connection) -> dict[str, dict]:
     )
     summary: dict[str, dict] = {}
     for name, status, count, size, oldest, latest, audited in rows:
-        entry = summary.setdefault(
-            name,
-            {
-                "replicas": 0,
-                "bytes": 0,
-                "by_status": {},
-                "never_audited": 0,
-                "oldest_audit": None,
-                "latest_audit": None,
-            },
-        )
+        entry = summary.setdefault(name, empty_holdings())
         entry["replicas"] += count
         entry["bytes"] += int(size)
         entry["by_status"][status] = count
@@ -90,3 +80,14 @@ def replica_summary(conn: Connection) -> dict[str, dict]:
         if latest is not None and (entry["latest_audit"] is None or latest > entry["latest_audit"]):
             entry["latest_audit"] = latest
     return summary
+
+
+def empty_holdings() -> dict:
+    return {
+        "replicas": 0,
+        "bytes": 0,
+        "by_status": {},
+        "never_audited": 0,
+        "oldest_audit": None,
+        "latest_audit": None,
+    }

@@ -30,12 +30,11 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select, update
 
-from arkhiv import __version__
+from arkhiv.aip.events import PendingEvent
 from arkhiv.aip.placement import object_key, write_journal
 from arkhiv.aip.preservation import preservation_status, queue_replication
 from arkhiv.aip.replication import replicate_object
 from arkhiv.archive import Archive
-from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.tables import files, objects, replicas, stores
@@ -245,7 +244,6 @@ def _record(archive: Archive, checks: Iterable[Check]) -> None:
         grouped.setdefault((check.object_id, check.store), []).append(check)
     journal: dict[str, tuple[int, list[dict[str, Any]]]] = {}
     with writing(archive.engine) as conn:
-        agent = catalog_events.ensure_agent(conn, "software", "Arkhiv", __version__)
         for (object_id, store_name), group in sorted(grouped.items()):
             for check in group:
                 good = check.outcome == "ok"
@@ -275,38 +273,12 @@ def _record(archive: Archive, checks: Iterable[Check]) -> None:
                 "failed": {c.content_path: c.outcome for c in bad},
                 "bytes": sum(c.bytes_read for c in group),
             }
-            event_id = str(uuid.uuid4())
             head = catalog_objects.get_object(conn, object_id)["head_version"]
-            catalog_events.record_event(
-                conn,
-                EventType.FIXITY_CHECK.uri,
-                outcome,
-                detail,
-                occurred_at=at,
-                event_id=event_id,
-                object_id=object_id,
-                version_number=head,
-                outcome_detail=outcome_detail,
-                agents_by_role=[(agent, "executing program")],
+            event = PendingEvent(
+                str(uuid.uuid4()), EventType.FIXITY_CHECK, at, outcome, detail, outcome_detail
             )
-            journal.setdefault(object_id, (head, []))[1].append(
-                {
-                    "id": event_id,
-                    "type": EventType.FIXITY_CHECK.uri,
-                    "occurred_at": at.isoformat(),
-                    "outcome": outcome,
-                    "detail": detail,
-                    "outcome_detail": outcome_detail,
-                    "agents": [
-                        {
-                            "type": "software",
-                            "name": "Arkhiv",
-                            "version": __version__,
-                            "role": "executing program",
-                        }
-                    ],
-                }
-            )
+            event.record(conn, object_id, head)
+            journal.setdefault(object_id, (head, []))[1].append(event.journal_entry())
         for object_id in {key[0] for key in grouped}:
             status = preservation_status(conn, archive, object_id)
             catalog_objects.set_status(conn, object_id, status)
