@@ -16,7 +16,6 @@ was just read by the ingest."""
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -27,8 +26,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from bag_validation import make_payload, run_child  # noqa: E402
-from ingest import CAPTURE  # noqa: E402
+from bag_validation import run_child  # noqa: E402
 
 ARKHIV_CHILD = """
 import sys
@@ -54,27 +52,12 @@ def main() -> None:
     parser.add_argument("--dir", help="where to work (default: a temporary directory)")
     args = parser.parse_args()
 
-    from arkhiv.archive import Archive
-    from arkhiv.ingest.bagging import make_bag
-    from arkhiv.jobs.ingest import process_submission, receive_submission
+    from archive_setup import accepted_submission, random_bag
 
     work = Path(tempfile.mkdtemp(prefix="arkhiv-aip-bench-", dir=args.dir))
     try:
-        payload = work / "payload"
-        size = make_payload(payload, args.megabytes << 20, args.files, seed=4)
-        bag = make_bag(payload, work / "bag", capture_metadata=CAPTURE)
-        shutil.rmtree(payload)
-        signatures = work / "signatures"
-        signatures.mkdir()
-        (signatures / "bench.ndb").write_text("Bench:0:*:" + b"ARKHIV-BENCH".hex() + "\n")
-        os.environ["ARKHIV_INGEST__CLAMAV_DATABASE"] = str(signatures)
-        home = work / "home"
-        archive, _ = Archive.initialize(home)
-        submission_id, _job, problems = receive_submission(archive, bag)
-        assert not problems, problems
-        outcome = process_submission(archive, submission_id)
-        assert outcome["status"] == "accepted", outcome
-        archive.close()
+        bag, size = random_bag(work, args.megabytes, args.files, seed=4)
+        home, submission_id = accepted_submission(work, bag)
 
         seconds, rss, status = run_child(
             [sys.executable, "-c", ARKHIV_CHILD, str(home), submission_id], work

@@ -11,7 +11,6 @@ peak RSS and the ratio (baseline time / Arkhiv time; above 1 means Arkhiv is fas
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -22,8 +21,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from bag_validation import make_payload, run_child  # noqa: E402
-from ingest import CAPTURE  # noqa: E402
+from bag_validation import run_child  # noqa: E402
 
 ARKHIV_CHILD = """
 import sys
@@ -45,34 +43,23 @@ def main() -> None:
     parser.add_argument("--dir", help="where to work (default: a temporary directory)")
     args = parser.parse_args()
 
+    from archive_setup import accepted_submission, random_bag
+
     from arkhiv.archive import Archive
-    from arkhiv.ingest.bagging import make_bag
     from arkhiv.jobs.archiving import archive_submission
-    from arkhiv.jobs.ingest import process_submission, receive_submission
 
     work = Path(tempfile.mkdtemp(prefix="arkhiv-fixity-bench-", dir=args.dir))
     try:
-        payload = work / "payload"
-        size = make_payload(payload, args.megabytes << 20, args.files, seed=9)
-        bag = make_bag(payload, work / "bag", capture_metadata=CAPTURE)
-        shutil.rmtree(payload)
-        signatures = work / "signatures"
-        signatures.mkdir()
-        (signatures / "bench.ndb").write_text("Bench:0:*:" + b"ARKHIV-BENCH".hex() + "\n")
-        os.environ.update(
-            {
-                "ARKHIV_INGEST__CLAMAV_DATABASE": str(signatures),
-                "ARKHIV_STORES": '[{"name": "bench", "kind": "local", "path": "stores/bench", '
-                '"region": "here"}]',
-                "ARKHIV_PRESERVATION__MIN_COPIES": "1",
-                "ARKHIV_PRESERVATION__MIN_REGIONS": "1",
-            }
+        bag, size = random_bag(work, args.megabytes, args.files, seed=9)
+        home, submission_id = accepted_submission(
+            work,
+            bag,
+            ARKHIV_STORES='[{"name": "bench", "kind": "local", "path": "stores/bench", '
+            '"region": "here"}]',
+            ARKHIV_PRESERVATION__MIN_COPIES="1",
+            ARKHIV_PRESERVATION__MIN_REGIONS="1",
         )
-        home = work / "home"
-        archive, _ = Archive.initialize(home)
-        submission_id, _job, problems = receive_submission(archive, bag)
-        assert not problems, problems
-        assert process_submission(archive, submission_id)["status"] == "accepted"
+        archive = Archive.open(home)
         assert archive_submission(archive, submission_id, "bench")["status"] == "preserved"
         archive.close()
         shutil.rmtree(bag)

@@ -25,8 +25,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from bag_validation import make_payload, run_child  # noqa: E402
-from ingest import CAPTURE  # noqa: E402
+from bag_validation import run_child  # noqa: E402
 
 BASELINE = """
 set -e
@@ -46,17 +45,12 @@ def main() -> None:
     parser.add_argument("--dir", help="where to work (default: a temporary directory)")
     args = parser.parse_args()
 
-    from arkhiv.ingest.bagging import make_bag
+    from archive_setup import random_bag, test_signatures
 
     work = Path(tempfile.mkdtemp(prefix="arkhiv-submit-bench-", dir=args.dir))
     try:
-        payload = work / "payload"
-        size = make_payload(payload, args.megabytes << 20, args.files, seed=6)
-        bag = make_bag(payload, work / "bag", capture_metadata=CAPTURE)
-        shutil.rmtree(payload)
-        signatures = work / "signatures"
-        signatures.mkdir()
-        (signatures / "bench.ndb").write_text("Bench:0:*:" + b"ARKHIV-BENCH".hex() + "\n")
+        bag, size = random_bag(work, args.megabytes, args.files, seed=6)
+        signatures = test_signatures(work)
         env = dict(os.environ)
         env.update(ARKHIV_HOME=str(work / "home"), ARKHIV_INGEST__CLAMAV_DATABASE=str(signatures))
         if args.clamd_socket:
