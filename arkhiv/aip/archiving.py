@@ -23,7 +23,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -46,6 +46,7 @@ from arkhiv.aip.model import (
 )
 from arkhiv.aip.ocfl import (
     DIGEST_ALGORITHM,
+    FIXITY_ALGORITHMS,
     INVENTORY,
     Inventory,
     NewContent,
@@ -164,7 +165,6 @@ class VersionPlan:
     new_files: list[NewFile]
     events: list[PendingEvent]
     submission_id: str | None = None
-    extra_agents: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_json(self) -> str:
         document = asdict(self)
@@ -201,7 +201,6 @@ class VersionPlan:
             )
             for item in document["events"]
         ]
-        document["extra_agents"] = [tuple(agent) for agent in document["extra_agents"]]
         return cls(**document)
 
 
@@ -327,8 +326,6 @@ def object_description(
     organization = (
         agent("organization", record["organization"]) if record.get("organization") else None
     )
-    for agent_type, name, version in plan.extra_agents:
-        agent(agent_type, name, version)
     capture = None
     if capture_record.get("mode"):
         capture = Capture(
@@ -381,7 +378,7 @@ def write_metadata_documents(obj: ObjectDescription, folder: Path) -> dict[str, 
     graph = crm_graph(obj)
     documents = {
         METS_PATH: mets_bytes(obj, premis),
-        PREMIS_PATH: _xml_bytes(premis),
+        PREMIS_PATH: serialize(premis),
         CRM_JSONLD_PATH: (
             json.dumps(crm_jsonld(graph), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
         ).encode(),
@@ -395,10 +392,6 @@ def write_metadata_documents(obj: ObjectDescription, folder: Path) -> dict[str, 
     return written
 
 
-def _xml_bytes(element) -> bytes:
-    return serialize(element)
-
-
 # --- writing a version ------------------------------------------------------------------------
 
 
@@ -408,7 +401,6 @@ class VersionResult:
     number: int
     status: str
     placements: list[Placement]
-    staged: StagedVersion
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -532,7 +524,7 @@ def write_version(
     except leases.LeaseLost:
         raise ConcurrentChange(f"{object_id} is being changed by another worker") from None
     shutil.rmtree(workdir, ignore_errors=True)
-    return VersionResult(plan.object_id, plan.number, status, placements, staged)
+    return VersionResult(plan.object_id, plan.number, status, placements)
 
 
 def _load_or_make_plan(workdir: Path, make_plan: Callable[[Path], VersionPlan]) -> VersionPlan:
@@ -661,15 +653,19 @@ def _commit(
     inventory = staged.inventory
     state = inventory.versions[plan.number].logical_files()
     existing = catalog_objects.file_ids(conn, plan.object_id)
+    first_path: dict[str, str] = {}  # sha512 -> the first logical path holding it
+    for path, digest in sorted(state.items()):
+        first_path.setdefault(digest, path)
     by_content = {}
     for content in staged.new_content:
-        logical = next(
-            path
-            for path, digest in sorted(state.items())
-            if digest == content.digests[DIGEST_ALGORITHM]
-        )
+        logical = first_path[content.digests[DIGEST_ALGORITHM]]
         fmt = formats.get(logical) or metadata_format(logical)
-        digests = inventory.digests_of(content.content_path)
+        # As the inventory records them: sha512 and the algorithms OCFL names for fixity.
+        digests = {
+            algorithm: value
+            for algorithm, value in content.digests.items()
+            if algorithm == DIGEST_ALGORITHM or algorithm in FIXITY_ALGORITHMS
+        }
         by_content[content.content_path] = catalog_objects.add_file(
             conn,
             plan.object_id,

@@ -212,26 +212,18 @@ class Inventory:
     def content_path_of(self, digest: str) -> str:
         return sorted(self.manifest[digest])[0]
 
-    def digests_of(self, content_path: str) -> dict[str, str]:
-        """Every digest the inventory knows for one content file (sha512 and fixity)."""
-        found = {}
+    def digests_by_content_path(self) -> dict[str, dict[str, str]]:
+        """content path -> every digest the inventory knows for it (sha512 and fixity), from one
+        pass over the manifest and the fixity block."""
+        found: dict[str, dict[str, str]] = {}
         for digest, paths in self.manifest.items():
-            if content_path in paths:
-                found[DIGEST_ALGORITHM] = digest
+            for path in paths:
+                found.setdefault(path, {})[DIGEST_ALGORITHM] = digest
         for algorithm, block in self.fixity.items():
             for digest, paths in block.items():
-                if content_path in paths:
-                    found[algorithm] = digest
+                for path in paths:
+                    found.setdefault(path, {})[algorithm] = digest
         return found
-
-    def head_files(self) -> dict[str, str]:
-        """logical path -> content path in the head version."""
-        if not self.head:
-            return {}
-        return {
-            path: self.content_path_of(digest)
-            for path, digest in self.versions[self.head].logical_files().items()
-        }
 
 
 @dataclass(frozen=True)

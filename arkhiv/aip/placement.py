@@ -50,7 +50,8 @@ def object_key(object_id: str, relative: str = "") -> str:
     return f"{base}/{relative}" if relative else base
 
 
-def _sha512_of(stream: BinaryIO) -> tuple[str, int]:
+def sha512_of(stream: BinaryIO) -> tuple[str, int]:
+    """(sha512, size) of a stream, read to its end and closed."""
     digest = hashlib.sha512()
     size = 0
     with stream:
@@ -81,10 +82,11 @@ def read_inventory(store: Store, object_id: str) -> Inventory | None:
     key = object_key(object_id, INVENTORY)
     if store.head(key) is None:
         return None
-    return _checked_inventory(store, object_key(object_id))
+    return checked_inventory_at(store, object_key(object_id))
 
 
-def _checked_inventory(store: Store, root_key: str) -> Inventory:
+def checked_inventory_at(store: Store, root_key: str) -> Inventory:
+    """The inventory of the object rooted at `root_key`, checked against its sidecar."""
     data = read_bytes(store, f"{root_key}/{INVENTORY}")
     expected = parse_sidecar(read_bytes(store, f"{root_key}/{SIDECAR}", 4096))
     if hashlib.sha512(data).hexdigest() != expected:
@@ -148,7 +150,7 @@ def _verify_content(staged: StagedVersion, store: Store, result: Placement) -> P
     for content in staged.new_content:
         key = object_key(staged.object_id, content.content_path)
         try:
-            digest, size = _sha512_of(store.open(key))
+            digest, size = sha512_of(store.open(key))
         except (StoreError, OSError) as exc:
             result.problem = f"{content.content_path}: cannot read back: {exc}"
             return result
@@ -204,7 +206,3 @@ def object_roots(store: Store) -> dict[str, dict[str, int]]:
         if directory:
             roots[directory][key[len(directory) + 1 :]] = size
     return roots
-
-
-def checked_inventory_at(store: Store, root_key: str) -> Inventory:
-    return _checked_inventory(store, root_key)

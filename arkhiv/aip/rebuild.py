@@ -194,6 +194,7 @@ def _restore_object(
         submission_record = report_document.pop(SUBMISSION_RECORD, None)
     sealed = json.loads(content(1, SEALED_PATH)) if SEALED_PATH in first.logical_files() else []
 
+    digests_by_path = inventory.digests_by_content_path()
     with writing(archive.engine) as conn:
         catalog_objects.create_object(conn, object_id, record, first.created)
         if submission_record is not None:
@@ -223,7 +224,7 @@ def _restore_object(
                     _restore_file(
                         conn,
                         object_id,
-                        inventory,
+                        digests_by_path[content_path],
                         content_path,
                         logical,
                         formats,
@@ -243,9 +244,6 @@ def _restore_object(
             head=head,
             description=record,
             at=inventory.versions[head].created,
-        )
-        conn.execute(
-            objects.update().where(objects.c.id == object_id).values(created_at=first.created)
         )
         verified = _restore_events(conn, object_id, events, journaled, submission_record)
         _restore_replicas(conn, object_id, holdings, verified)
@@ -293,14 +291,13 @@ def _restore_submission(
 def _restore_file(
     conn: Connection,
     object_id: str,
-    inventory: Inventory,
+    digests: Mapping[str, str],
     content_path: str,
     logical: str,
     formats: Mapping[str, tuple[Any, str | None]],
     holdings: list[Holding],
     created: datetime,
 ) -> None:
-    digests = inventory.digests_of(content_path)
     known = formats.get(content_path)
     if known is not None:
         fmt, mime = known

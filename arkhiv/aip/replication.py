@@ -28,12 +28,12 @@ from arkhiv.aip.ocfl import (
     version_name,
 )
 from arkhiv.aip.placement import (
-    CHUNK,
     PlacementError,
     ensure_storage_root,
     object_key,
     read_bytes,
     read_inventory,
+    sha512_of,
     write_journal,
 )
 from arkhiv.aip.preservation import object_lease, preservation_status
@@ -63,16 +63,6 @@ class _HashingReader:
         self.digest.update(data)
         self.size += len(data)
         return data
-
-
-def _sha512_of(store: Store, key: str) -> tuple[str, int]:
-    digest = hashlib.sha512()
-    size = 0
-    with store.open(key) as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 @dataclass
@@ -199,7 +189,7 @@ def _matches(store: Store, key: str, expected: dict[str, Any]) -> bool:
         found = store.head(key)
         if found is None or found.size != expected["size"]:
             return False
-        return _sha512_of(store, key) == (expected["sha512"], expected["size"])
+        return sha512_of(store.open(key)) == (expected["sha512"], expected["size"])
     except (StoreError, OSError):
         return False
 

@@ -96,11 +96,6 @@ def link_to_object(conn: Connection, submission_id: str, object_id: str, version
     )
 
 
-def known_event_ids(conn: Connection, object_id: str) -> set[str]:
-    query = select(premis_events.c.id).where(premis_events.c.object_id == object_id)
-    return set(conn.execute(query).scalars())
-
-
 def _with_agents(conn: Connection, condition) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(premis_events)
