@@ -351,7 +351,7 @@ anonymous_role = "public"
 # permissions = ["view_public", "download_access_copies", "request_dips"]
 
 [identifiers]
-# Objects are named ark:NAAN/SHOULDER... (docs/identifiers.md). 99999 is the ARK test number:
+# Objects are named ark:NAAN/SHOULDER... (docs/aip.md). 99999 is the ARK test number:
 # register your institution's own NAAN (free) before archiving for real.
 naan = "99999"
 shoulder = "b3"
