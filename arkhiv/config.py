@@ -109,7 +109,7 @@ class ServerSettings(_Section):
 
 
 class IdentifierSettings(_Section):
-    """Persistent identifiers (ARKs, see docs/identifiers.md)."""
+    """Persistent identifiers (ARKs, see docs/aip.md)."""
 
     naan: str = Field(
         "99999",
