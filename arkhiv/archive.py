@@ -61,6 +61,7 @@ def open_store(store: StoreSettings) -> Store:
         access_key_id=store.access_key_id,
         secret_access_key=secret,
         max_attempts=store.max_attempts,
+        trust_checksums=store.trust_checksums,
     )
 
 

@@ -72,6 +72,12 @@ class S3StoreSettings(_StoreSettings):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     max_attempts: int = Field(5, ge=1, description="tries per request before the store is down")
+    trust_checksums: bool = Field(
+        True,
+        description="count a copy without reading it back when the service confirmed the "
+        "SHA-256 of every part (only after a probe showed it refuses a wrong one); false: "
+        "always read back (egress)",
+    )
 
 
 StoreSettings = Annotated[LocalStoreSettings | S3StoreSettings, Field(discriminator="kind")]

@@ -200,9 +200,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory) -> Iterator[str]:
-    """moto's S3 server in its own process on a free loopback port, for the whole session."""
+def _s3_server(tmp_path_factory, command: list[str]) -> Iterator[str]:
+    """An S3 protocol server in its own process on a free loopback port."""
     import importlib.util
     import socket
     import time
@@ -210,10 +209,10 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
         require("s3", "moto and boto3 are not installed (pip install -e '.[s3,test]')")
     port = _free_port()
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    log = tmp_path_factory.mktemp("s3") / "server.log"
     with log.open("wb") as output:
         server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [part.format(host="127.0.0.1", port=port) for part in command],
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -225,7 +224,7 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    require("s3", f"moto server did not start: {log.read_text()[-500:]}")
+                    require("s3", f"S3 server did not start: {log.read_text()[-500:]}")
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -233,14 +232,39 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
         server.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """moto's S3 server, for the whole session. Like some S3-compatible services, it echoes the
+    checksums it is sent without checking them."""
+    yield from _s3_server(
+        tmp_path_factory, [sys.executable, "-m", "moto.server", "-H", "{host}", "-p", "{port}"]
+    )
+
+
+@pytest.fixture(scope="session")
+def checking_s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """moto's S3 server refusing a put whose bytes do not match its SHA-256, as AWS does."""
+    server = str(Path(__file__).with_name("checking_s3_server.py"))
+    yield from _s3_server(tmp_path_factory, [sys.executable, server, "{host}", "{port}"])
+
+
 @pytest.fixture
 def s3_bucket(s3_endpoint):
     """A factory of fresh buckets on the test S3 server: make(region) -> bucket name."""
+    return _bucket_factory(s3_endpoint)
+
+
+@pytest.fixture
+def checking_s3_bucket(checking_s3_endpoint):
+    return _bucket_factory(checking_s3_endpoint)
+
+
+def _bucket_factory(endpoint: str):
     import boto3
 
     client = boto3.client(
         "s3",
-        endpoint_url=s3_endpoint,
+        endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id=S3_CREDENTIALS["access_key_id"],
         aws_secret_access_key=S3_CREDENTIALS["secret_access_key"],
@@ -256,3 +280,20 @@ def s3_bucket(s3_endpoint):
 
     make.client = client
     return make
+
+
+def delete_catalog(archive, catalog_url: str) -> None:
+    """Remove the catalog under a running archive (SQLite files, or the PostgreSQL schema)."""
+    from sqlalchemy import create_engine, text
+
+    archive.engine.dispose()
+    if catalog_url.startswith("sqlite"):
+        path = Path(catalog_url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    else:
+        engine = create_engine(catalog_url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy
 import pytest
-from sqlalchemy import create_engine, text
 
 from arkhiv.aip import archiving
 from arkhiv.aip.ocfl import Inventory, object_path
@@ -25,7 +24,7 @@ from arkhiv.identifiers import IdentifierError, check_character, mint, normalize
 from arkhiv.ingest.bagging import make_bag
 from arkhiv.jobs.archiving import archive_submission, describe_object
 from arkhiv.jobs.ingest import process_submission, receive_submission
-from tests.conftest import arkhiv_command
+from tests.conftest import arkhiv_command, delete_catalog
 from tests.test_submit import BERLIN, CAPTURE, berlin_bag, digits, env, submit
 
 __all__ = ["env"]  # the fixture, shared with test_submit
@@ -273,20 +272,6 @@ def test_an_unchanged_100_mb_file_is_stored_once(archive, env, tmp_path):
 # --- rebuilding the catalog from the stores ----------------------------------------------------
 
 
-def _delete_catalog(archive, catalog_url: str) -> None:
-    archive.engine.dispose()
-    if catalog_url.startswith("sqlite"):
-        path = Path(catalog_url.removeprefix("sqlite:///"))
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-    else:
-        engine = create_engine(catalog_url)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
-
-
 def test_rebuild_catalog_from_the_stores_gives_identical_objects(
     archive, env, corpora, catalog_url, tmp_path
 ):
@@ -305,7 +290,7 @@ def test_rebuild_catalog_from_the_stores_gives_identical_objects(
     before = {object_id: show(env, object_id) for object_id in objects}
     submission_before = json.loads(cli(env, "submissions", "show", report["id"], "--json").stdout)
 
-    _delete_catalog(archive, catalog_url)
+    delete_catalog(archive, catalog_url)
     assert cli(env, "init").returncode == 0
     assert cli(env, "objects", "--json").stdout.strip() == "[]"
     rebuilt = cli(env, "rebuild-catalog", "--json")
@@ -440,7 +425,7 @@ def test_aips_on_s3_stores_in_two_regions_validate_and_rebuild(
     finally:
         archive.close()
 
-    _delete_catalog(archive, catalog_url)
+    delete_catalog(archive, catalog_url)
     # Only the S3 copies are left to rebuild from: the local store is gone too.
     shutil.rmtree(Path(archive_env["ARKHIV_HOME"]) / "stores" / "site-a")
     archive, _ = Archive.initialize(archive_env["ARKHIV_HOME"])

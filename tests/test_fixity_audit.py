@@ -15,8 +15,9 @@ import lxml.html
 import pytest
 
 from arkhiv.aip.placement import object_key
+from arkhiv.fixity.audit import NoGoodCopy, audited_copy
 from arkhiv.ingest.bagging import make_bag
-from tests.conftest import arkhiv_command
+from tests.conftest import arkhiv_command, delete_catalog
 from tests.test_submit import CAPTURE, env, submit
 
 __all__ = ["env"]
@@ -100,6 +101,7 @@ def test_one_pass_finds_and_repairs_fifty_flipped_bits(archived, env):
     assert failed == set(chosen)
     assert all(f["outcome"] == "mismatch" for f in report["failures"])
     assert {(r["file"], r["store"]) for r in report["repaired"]} == set(chosen)
+    assert report["rechecked"] == 50  # each repaired replica audited again
     assert report["objects"] == {object_id: "preserved"}
     for path in content:
         for store in STORES:
@@ -140,7 +142,9 @@ def test_an_emptied_store_is_refilled(archived, env):
 
 
 @pytest.mark.damages_aips
-def test_every_copy_corrupted_flags_the_object_damaged_and_overwrites_nothing(archived, env):
+def test_every_copy_corrupted_flags_the_object_damaged_and_overwrites_nothing(
+    archive, archived, env, catalog_url
+):
     object_id, roots = archived
     victim = "v1/content/package/data/scan-07.bin"
     other = "v1/content/package/data/scan-08.bin"
@@ -173,6 +177,32 @@ def test_every_copy_corrupted_flags_the_object_damaged_and_overwrites_nothing(ar
     tree = lxml.html.fromstring(page)
     assert code == 1 and tree.findtext(".//h1") == "Fixity report"
     assert victim in tree.xpath("string(//li[@class='bad'])")
+    with pytest.raises(NoGoodCopy, match="scan-07"):  # nothing to hand out
+        audited_copy(archive, object_id, victim)
+
+    # A catalog rebuilt from the stores knows it too (from the audits in the journals).
+    before = show(env, object_id)
+    delete_catalog(archive, catalog_url)
+    for command in ("init", "rebuild-catalog"):
+        assert subprocess.run(arkhiv_command(command), env=env).returncode == 0
+    assert show(env, object_id) == before
+
+
+def test_an_original_is_handed_out_only_from_a_copy_audited_just_now(archive, archived, env):
+    from arkhiv.jobs.worker import Worker
+
+    object_id, roots = archived
+    path = "v1/content/package/data/scan-03.bin"
+    assert audited_copy(archive, object_id, path) == "site-a"  # never audited: store order
+    # Now site-a's check is the newest, so site-b is audited first: it fails, site-c serves.
+    flip_a_bit(roots["site-b"] / path, random.Random(1))
+    assert audited_copy(archive, object_id, path) == "site-c"
+    checks = [e for e in show(env, object_id)["events"] if e["label"] == "fixity check"]
+    assert sorted(e["outcome"] for e in checks) == ["failure", "success", "success"]
+    assert show(env, object_id)["status"] == "at_risk"  # and its repair is queued:
+    Worker(archive, ["replicate"], burst=True).run()
+    assert show(env, object_id)["status"] == "preserved"
+    assert (roots["site-b"] / path).read_bytes() == (roots["site-c"] / path).read_bytes()
 
 
 def test_an_unknown_store_is_a_usage_error(archive, env):

@@ -8,7 +8,6 @@ import hashlib
 import io
 import os
 import shutil
-import socket
 import subprocess
 import time
 import zipfile
@@ -19,6 +18,7 @@ import pytest
 from arkhiv.ingest.model import Outcome
 from arkhiv.ingest.virus import CLAMAV_SIZE_LIMIT, TOO_LARGE, VirusReport, scan_tree
 from arkhiv.policies.ingest import IngestPolicy
+from tests.clamd_process import start_clamd
 from tests.conftest import require
 
 # Built at run time, so this file itself never carries the signature it tests.
@@ -259,6 +259,31 @@ def test_clamav_missing_fails_the_check(tmp_path, monkeypatch, database):
     assert check.reason.startswith("virus check unavailable: ")
 
 
+def test_pictures_meet_fuzzy_image_hashes_only_when_the_policy_asks(tmp_path):
+    """The fuzzy hash decodes every picture (slow on photo sets), so it is off by default."""
+    _clamscan()
+    require("clamav", None if shutil.which("sigtool") else "sigtool not installed (clamav)")
+    from PIL import Image
+
+    photo = tmp_path / "package" / "photo.jpg"
+    photo.parent.mkdir()
+    Image.effect_mandelbrot((256, 192), (-2, -1.2, 1, 1.2), 60).convert("RGB").save(photo)
+    listed = subprocess.run(
+        ["sigtool", "--fuzzy-img", str(photo)], capture_output=True, text=True, check=True
+    )
+    fuzzy_hash = listed.stdout.split(": ")[-1].strip()
+    signatures = tmp_path / "signatures"
+    signatures.mkdir()
+    (signatures / "fuzzy.ldb").write_text(
+        f"Arkhiv.Test.Picture;Engine:150-255,Target:0;0;fuzzy_img#{fuzzy_hash}#0\n"
+    )
+
+    by_default = scan_tree(photo.parent, _policy(signatures))
+    assert by_default.clean and by_default.scanned == 1
+    asked = scan_tree(photo.parent, _policy(signatures, virus_scan_images_by_fuzzy_hash=True))
+    assert asked.infected == [("photo.jpg", "Arkhiv.Test.Picture.UNOFFICIAL")]
+
+
 def test_missing_package_folder_fails(tmp_path, database):
     report = scan_tree(tmp_path / "nothing", _policy(database))
     assert not report.clean
@@ -277,34 +302,11 @@ def test_clamd_socket_unreachable_fails(tmp_path, database):
 
 
 def _start_clamd(folder: Path, database: Path, alert_exceeds_max: bool) -> subprocess.Popen:
-    sock = folder / "clamd.sock"
-    (folder / "tmp").mkdir(parents=True)
-    config = folder / "clamd.conf"
-    config.write_text(
-        f"LocalSocket {sock}\nDatabaseDirectory {database}\nTemporaryDirectory {folder / 'tmp'}\n"
-        f"LogFile {folder / 'clamd.log'}\nForeground yes\n"
-        f"AlertExceedsMax {'yes' if alert_exceeds_max else 'no'}\nMaxFileSize 1M\n"
-        "AlertEncryptedArchive yes\n"
-    )
-    process = subprocess.Popen(
-        ["clamd", f"--config-file={config}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(str(sock))
-                probe.sendall(b"zPING\0")
-                if probe.recv(16).startswith(b"PONG"):
-                    return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    process.wait()
-    log = (folder / "clamd.log").read_text() if (folder / "clamd.log").exists() else ""
-    pytest.fail(f"clamd did not start: {log[-2000:]}")
+    policy = IngestPolicy(virus_scan_max_file_bytes=1 << 20)
+    try:
+        return start_clamd(folder, database, policy, alert_exceeds_max=alert_exceeds_max)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -96,17 +96,11 @@ def test_a_store_that_lost_everything_is_refilled_version_by_version(
     site_c = archive.settings.store("site-c").path
     shutil.rmtree(site_c)
     site_c.mkdir()
-    # The catalog learns of the loss from an audit (issue 5); here it is told directly.
-    from sqlalchemy import update
-
+    # The catalog learns of the loss from an audit; here it is told directly.
     from arkhiv.catalog.database import writing
-    from arkhiv.catalog.tables import replicas, stores
 
     with writing(archive.engine) as conn:
-        store_id = conn.execute(stores.select().where(stores.c.name == "site-c")).first().id
-        conn.execute(
-            update(replicas).where(replicas.c.store_id == store_id).values(status="missing")
-        )
+        _forget_store(conn, "site-c")
     report = replicate_object(archive, object_id, "worker-1")
     assert report["status"] == "preserved"
     with reading(archive.engine) as conn:
@@ -185,3 +179,55 @@ def test_a_worker_killed_mid_copy_leaves_no_counted_replica_and_the_next_run_fin
     assert all(not item.key.startswith(".incoming") for item in archive.stores["site-c"].list())
     assert any(incoming.glob("put-*"))
     assert LocalStore("site-c", site_c).clean_incoming(older_than_seconds=0) >= 1
+
+
+@pytest.mark.parametrize("service_checks", [True, False], ids=["checking", "echoing"])
+def test_an_s3_copy_is_read_back_only_when_the_service_does_not_check_checksums(
+    service_checks, request, archive_env, corpora, tmp_path, monkeypatch, virus_database
+):
+    kind = "checking_s3" if service_checks else "s3"
+    endpoint = request.getfixturevalue(f"{kind}_endpoint")
+    bucket = request.getfixturevalue(f"{kind}_bucket")("eu-central-1")
+    monkeypatch.setenv("ARKHIV_INGEST__CLAMAV_DATABASE", str(virus_database))
+    monkeypatch.setenv("ARKHIV_STORES", _stores(endpoint, bucket))
+    archive, _ = Archive.initialize(archive_env["ARKHIV_HOME"])
+    try:
+        content_reads = []
+        archive.stores["s3-eu"].client.meta.events.register(
+            "before-call.s3.GetObject",
+            lambda params, **_: (
+                content_reads.append(params["url_path"])
+                if "/content/" in params["url_path"]
+                else None
+            ),
+        )
+        submission_id, _job, _ = receive_submission(archive, berlin_bag(corpora, tmp_path / "b"))
+        object_id = process_submission(archive, submission_id)["object"]
+        assert archive_submission(archive, submission_id, "worker-1")["status"] == "preserved"
+        files = _document(archive, object_id)["stores"]["s3-eu"]["files"]
+        assert len(content_reads) == (0 if service_checks else files)
+
+        # Emptied, and refilled by the catch-up: again confirmed without reading back.
+        s3 = request.getfixturevalue(f"{kind}_bucket").client
+        for item in s3.list_objects_v2(Bucket=bucket)["Contents"]:
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+        from arkhiv.catalog.database import writing
+
+        with writing(archive.engine) as conn:
+            _forget_store(conn, "s3-eu")
+        content_reads.clear()
+        assert replicate_object(archive, object_id, "worker-1")["status"] == "preserved"
+        assert len(content_reads) == (0 if service_checks else files)
+        assert store_problems(archive.stores["s3-eu"], tmp_path / "s3", CORPORA) == []
+    finally:
+        archive.close()
+
+
+def _forget_store(conn, name: str) -> None:
+    """What an audit would find after the store lost everything: no verified replica there."""
+    from sqlalchemy import update
+
+    from arkhiv.catalog.tables import replicas, stores
+
+    store_id = conn.execute(stores.select().where(stores.c.name == name)).first().id
+    conn.execute(update(replicas).where(replicas.c.store_id == store_id).values(status="missing"))

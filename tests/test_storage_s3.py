@@ -16,17 +16,27 @@ from tests.conftest import S3_CREDENTIALS
 PART = 5 << 20
 
 
-@pytest.fixture
-def store(s3_endpoint, s3_bucket):
+def _store(endpoint: str, bucket: str, **options) -> S3Store:
     return S3Store(
         "s3-eu",
-        s3_bucket("eu-central-1"),
+        bucket,
         "arkhiv/site",
-        endpoint_url=s3_endpoint,
+        endpoint_url=endpoint,
         region_name="eu-central-1",
         part_size=PART,
         **S3_CREDENTIALS,
+        **options,
     )
+
+
+@pytest.fixture
+def store(s3_endpoint, s3_bucket):
+    return _store(s3_endpoint, s3_bucket("eu-central-1"))
+
+
+@pytest.fixture
+def checking_store(checking_s3_endpoint, checking_s3_bucket):
+    return _store(checking_s3_endpoint, checking_s3_bucket("eu-central-1"))
 
 
 class Chunked(io.RawIOBase):
@@ -121,3 +131,46 @@ def test_an_unreachable_service_is_a_store_error_not_a_crash():
         store.put("a/b", io.BytesIO(b"x"))
     with pytest.raises(StoreError):
         list(store.list(""))
+
+
+# --- checksums confirmed by the service -------------------------------------------------------
+
+
+def test_a_service_that_only_echoes_checksums_is_not_trusted(store):
+    assert store.confirms_checksums is False  # moto echoes the value it was sent, unchecked
+    assert not store.put("small", io.BytesIO(b"x")).checksum_confirmed
+    assert not store.put("large", io.BytesIO(os.urandom(PART + 1))).checksum_confirmed
+    assert list(store.list(".arkhiv/")) == []  # the probe left nothing
+
+
+def test_a_service_that_checks_checksums_confirms_small_and_multipart_puts(
+    checking_store, checking_s3_endpoint
+):
+    assert checking_store.confirms_checksums is True
+    assert checking_store.put("small", io.BytesIO(b"inventory")).checksum_confirmed
+    large = os.urandom(2 * PART + 1)
+    assert checking_store.put("large", Chunked(large)).checksum_confirmed
+    with checking_store.open("large") as handle:
+        assert handle.read() == large
+    assert list(checking_store.list(".arkhiv/")) == []
+    untrusting = _store(checking_s3_endpoint, checking_store.bucket, trust_checksums=False)
+    assert untrusting.confirms_checksums is False
+    assert not untrusting.put("small", io.BytesIO(b"inventory")).checksum_confirmed
+
+
+@pytest.mark.parametrize("operation", ["PutObject", "UploadPart"])
+def test_bytes_garbled_on_the_way_are_refused_and_nothing_is_left(
+    checking_store, checking_s3_bucket, operation
+):
+    def garble(request, **_):  # after the checksum was computed from the bytes read
+        body = request.body
+        data = body if isinstance(body, bytes) else body.read()
+        request.body = bytes([data[0] ^ 1]) + data[1:]
+
+    checking_store.client.meta.events.register(f"before-send.s3.{operation}", garble)
+    data = os.urandom(PART + 1 if operation == "UploadPart" else 1000)
+    with pytest.raises(StoreError, match="BadDigest"):
+        checking_store.put("garbled", io.BytesIO(data))
+    assert checking_store.head("garbled") is None
+    pending = checking_s3_bucket.client.list_multipart_uploads(Bucket=checking_store.bucket)
+    assert pending.get("Uploads", []) == []

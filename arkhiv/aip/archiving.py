@@ -601,7 +601,8 @@ def _replication_events(
         if placement.complete:
             detail = (
                 f"v{plan.number} written to store {placement.store}: {count} new content "
-                f"file(s), {size} bytes, each read back and its sha512 matched"
+                f"file(s), {size} bytes, each verified against the inventory (read back, or "
+                "confirmed by the store's SHA-256)"
             )
             outcome = "success"
         else:

@@ -6,8 +6,8 @@ user; the sha512 of each version's inventory), every content file with its diges
 and fixity block) and format (each version's METS and PREMIS), the submission it came from and
 its sealed locations (the archived ingest report and sealed-locations.json), every PREMIS event
 (each version's premis.xml plus the stores' event journals), and the replicas: a file counts as
-verified on a store when it is there at its size and a replication event says it was read back
-there.
+verified on a store when it is there at its size and the last replication or fixity check of it
+there found it good; one the last audit found bad (mismatch, missing) stays so.
 """
 
 from __future__ import annotations
@@ -68,13 +68,14 @@ class Holding:
 
 @dataclass(frozen=True)
 class Verification:
-    """A successful replication or fixity check on one store: of the files a version added
-    (`version`), or of the files named."""
+    """A replication or fixity check on one store: the files a version added (`version`) or
+    the files named were found good; those in `failed` were not (path -> outcome)."""
 
     store: str
     at: datetime
     version: int | None
     files: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -387,10 +388,12 @@ def _restore_events(
             agents_by_role=agents,
         )
         detail = event["outcome_detail"] or {}
+        # A failed version placement proves nothing; a failed catch-up or audit still names the
+        # files it found good, and an audit the ones it found bad.
         if (
             event["type"] in VERIFYING_EVENTS
-            and event["outcome"] == "success"
             and "store" in detail
+            and (event["outcome"] == "success" or "files" in detail)
         ):
             verified.append(
                 Verification(
@@ -398,6 +401,7 @@ def _restore_events(
                     event["occurred_at"],
                     detail.get("version") if "files" not in detail else None,
                     tuple(detail.get("files", ())),
+                    tuple(sorted((detail.get("failed") or {}).items())),
                 )
             )
     return verified
@@ -412,13 +416,18 @@ def _restore_replicas(
     store_ids = catalog_objects.store_ids(conn)
     held = {holding.store: holding for holding in holdings}
     files = catalog_objects.files_of(conn, object_id)
-    latest: dict[tuple[str, str], datetime] = {}  # (store, content path) -> last verified
+    # (store, content path) -> (when, status) of the last check
+    latest: dict[tuple[str, str], tuple[datetime, str]] = {}
     for check in verifications:  # in time order: later ones win
         for content_path in files:
             if content_path in check.files or (
                 check.version is not None and content_path.startswith(f"v{check.version}/")
             ):
-                latest[(check.store, content_path)] = check.at
+                latest[(check.store, content_path)] = (check.at, "verified")
+        for content_path, outcome in check.failed:
+            if outcome != "unreadable":  # a store that was down proves nothing about its copy
+                status = "missing" if outcome == "missing" else "mismatch"
+                latest[(check.store, content_path)] = (check.at, status)
     stores_named = {check.store for check in verifications} | set(held)
     for store in sorted(stores_named):
         if store not in store_ids:
@@ -426,8 +435,8 @@ def _restore_replicas(
         holding = held.get(store)
         for content_path, row in files.items():
             present = holding is not None and holding.sizes.get(content_path) == row["size"]
-            when = latest.get((store, content_path))
-            status = "verified" if present and when is not None else "missing"
+            when, last = latest.get((store, content_path), (None, "missing"))
+            status = last if present or last != "verified" else "missing"
             catalog_objects.set_replica(
                 conn, row["id"], store_ids[store], status, when if status == "verified" else None
             )

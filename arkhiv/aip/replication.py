@@ -3,21 +3,20 @@ until every file has verified replicas meeting the preservation policy.
 
 A store lacks something when the catalog has no verified replica of a file there (it was down
 when the version was written, or was emptied since). Each file is copied from a store whose
-replica is verified, hashed while it streams, and counted only after it is read back from the
-target and its sha512 matches the inventory; a source whose bytes do not match is skipped
-(never copied on). The OCFL control files follow the content, the root inventory last, so the
-target shows the object complete only when it is.
+replica is verified and counted only once verified on the target against the inventory (see
+`placement.put_verified`); a copy that does not match means the source was bad, and the next
+source is tried (a bad copy is never counted). The OCFL control files follow the content, the
+root inventory last, so the target shows the object complete only when it is.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from arkhiv.aip.events import PendingEvent
 from arkhiv.aip.ocfl import (
@@ -31,9 +30,10 @@ from arkhiv.aip.placement import (
     PlacementError,
     ensure_storage_root,
     object_key,
+    put_verified,
     read_bytes,
     read_inventory,
-    sha512_of,
+    stored_problem,
     write_journal,
 )
 from arkhiv.aip.preservation import object_lease, preservation_status
@@ -48,21 +48,6 @@ from arkhiv.storage.base import Store, StoreError
 
 class ReplicationIncomplete(ArkhivError):
     """The object still falls short of the policy; the job is retried with back-off."""
-
-
-class _HashingReader:
-    """Passes a stream through, hashing what passes."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-        self.digest = hashlib.sha512()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
 
 
 @dataclass
@@ -151,13 +136,10 @@ def _catch_up(
         for source in _holding(sources, verified, content_path):
             try:
                 with source.open(key) as stream:
-                    reader = _HashingReader(stream)
-                    target.put(key, reader)  # type: ignore[arg-type]
+                    problem = put_verified(target, key, stream, expected, expected["size"])
             except (StoreError, OSError):
                 continue
-            if reader.digest.hexdigest() != expected["sha512"]:
-                continue  # the source was bad; try another (the target copy is not counted)
-            if _matches(target, key, expected):
+            if problem is None:
                 outcome.copied.append(content_path)
                 break
         else:
@@ -187,11 +169,11 @@ def _holding(sources: list[Store], verified: dict[str, set[str]], path: str) -> 
 def _matches(store: Store, key: str, expected: dict[str, Any]) -> bool:
     try:
         found = store.head(key)
-        if found is None or found.size != expected["size"]:
-            return False
-        return sha512_of(store.open(key)) == (expected["sha512"], expected["size"])
     except (StoreError, OSError):
         return False
+    if found is None or found.size != expected["size"]:
+        return False
+    return stored_problem(store, key, expected, expected["size"]) is None
 
 
 def _source_of_head(sources: list[Store], object_id: str, head: int) -> Store:
@@ -215,7 +197,7 @@ def _record(archive: Archive, object_id: str, head: int, outcome: StoreOutcome) 
         at,
         "success" if success else "failure",
         f"store {outcome.store} brought up to v{head}: {len(outcome.copied)} file(s) copied from "
-        "verified replicas, each read back and its sha512 matched"
+        "verified replicas, each verified against the inventory on arrival"
         if success
         else f"store {outcome.store} not brought up to v{head}: {outcome.problem}",
         {"store": outcome.store, "files": outcome.copied},

@@ -11,7 +11,11 @@ Per (object, store) one PREMIS fixity-check event records the outcome, in the ca
 every store's journal. A replica that is missing, short or mismatching is then replaced from a
 replica whose bytes match the inventory (`arkhiv.aip.replication`, which hashes the source while
 copying and never copies a bad one on); an object with a file left without any good copy is
-*damaged*, and the report names the files.
+*damaged*, and the report names the files. Each repaired replica is audited again at once (a
+fixity-check event of its own) and counts as repaired only when that passes.
+
+Before an original is handed out (dissemination), `audited_copy` audits its replicas, cheapest
+store first, until one passes, and names that store: nobody downloads a copy nobody checked.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ class Check:
 @dataclass
 class AuditReport:
     checks: list[Check] = field(default_factory=list)
-    repaired: list[dict[str, str]] = field(default_factory=list)
+    repaired: list[dict[str, str]] = field(default_factory=list)  # re-audited after the repair
+    rechecks: list[Check] = field(default_factory=list)  # the audits after the repairs
     objects: dict[str, str] = field(default_factory=dict)  # object -> status after the audit
     damaged_files: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -84,6 +89,7 @@ class AuditReport:
             "seconds": round(self.seconds, 3),
             "failures": [asdict(check) for check in self.failures],
             "repaired": self.repaired,
+            "rechecked": len(self.rechecks),
             "objects": self.objects,
             "damaged_files": self.damaged_files,
             "clean": self.clean,
@@ -218,14 +224,14 @@ def audit(
     touched = sorted({check.object_id for check in report.checks})
     failed_objects = sorted({check.object_id for check in report.failures})
     for failed in failed_objects if repair else ():
-        stores_done = replicate_object(archive, failed, f"audit:{uuid.uuid4()}", strict=False)[
-            "stores"
+        replicate_object(archive, failed, f"audit:{uuid.uuid4()}", strict=False)
+    if failed_objects and repair:
+        report.rechecks = _recheck(archive, report.failures, workers)
+        report.repaired = [
+            {"object": check.object_id, "file": check.content_path, "store": check.store}
+            for check in report.rechecks
+            if check.outcome == "ok"
         ]
-        for check in report.failures:
-            if check.object_id == failed and stores_done.get(check.store, {}).get("copied"):
-                report.repaired.append(
-                    {"object": failed, "file": check.content_path, "store": check.store}
-                )
     with reading(archive.engine) as conn:
         for touched_object in touched:
             report.objects[touched_object] = catalog_objects.get_object(conn, touched_object)[
@@ -234,6 +240,62 @@ def audit(
         report.damaged_files = _files_without_good_copy(conn, touched)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _recheck(archive: Archive, failures: list[Check], workers: int) -> list[Check]:
+    """Audit again the failed replicas the repair replaced (now verified in the catalog)."""
+    wanted = {check.replica_id for check in failures}
+    with reading(archive.engine) as conn:
+        verified = set(
+            conn.execute(
+                select(replicas.c.id).where(
+                    replicas.c.id.in_(wanted), replicas.c.status == "verified"
+                )
+            ).scalars()
+        )
+    again = [
+        Check(c.object_id, c.content_path, c.store, c.replica_id, c.size, c.sha512)
+        for c in failures
+        if c.replica_id in verified
+    ]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit") as pool:
+        checked = list(
+            pool.map(
+                lambda check: _verify(archive.stores[check.store], check, throttle=_Throttle(None)),
+                again,
+            )
+        )
+    _record(archive, checked)
+    return checked
+
+
+class NoGoodCopy(Exception):
+    """Every replica of the file failed its audit: the object is damaged."""
+
+
+def audited_copy(archive: Archive, object_id: str, content_path: str) -> str:
+    """The store holding a replica of the file that passed an audit just now (local stores
+    first: no egress). Failed replicas are recorded and their repair queued; NoGoodCopy when
+    none passes."""
+    with reading(archive.engine) as conn:
+        candidates = [
+            check
+            for check in _selection(conn, None, object_id, None, None)
+            if check.content_path == content_path
+        ]
+    candidates.sort(key=lambda c: getattr(archive.stores.get(c.store), "local_path", None) is None)
+    checked = []
+    try:
+        for check in candidates:
+            if check.store not in archive.stores:
+                continue
+            checked.append(_verify(archive.stores[check.store], check, throttle=_Throttle(None)))
+            if check.outcome == "ok":
+                return check.store
+    finally:
+        if checked:
+            _record(archive, checked)  # failures queue the object's repair
+    raise NoGoodCopy(f"{object_id}: no replica of {content_path} passed its audit")
 
 
 def _record(archive: Archive, checks: Iterable[Check]) -> None:

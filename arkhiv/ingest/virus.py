@@ -190,6 +190,7 @@ def _scan_clamscan(base: bytes, policy: IngestPolicy, findings: _Findings, depth
         f"--max-dir-recursion={max(depth + 2, 15)}".encode(),  # deeper folders: skipped silently
         f"--max-filesize={policy.virus_scan_max_file_bytes}".encode(),
         f"--max-scansize={policy.virus_scan_max_scan_bytes}".encode(),
+        b"--scan-image-fuzzy-hash=" + (b"yes" if policy.virus_scan_images_by_fuzzy_hash else b"no"),
         *(os.fsencode(option) for option in database),
         # Kept from ClamAV by an anchored pattern on the whole path. Should one not match (clamscan
         # truncates paths to 512 bytes before matching), --max-filesize stops it unread.
@@ -340,6 +341,29 @@ def _scan_clamd(policy: IngestPolicy, findings: _Findings) -> str:
             else:
                 findings.errors.append((entry.rel, f"clamd: {message.removesuffix(' ERROR')}"))
     return engine
+
+
+def clamd_configuration(
+    policy: IngestPolicy, *, socket_path: Path, database: Path, temporary: Path, log: Path
+) -> str:
+    """A clamd.conf for a clamd serving this policy: its limits and alerts, so that clamd and
+    clamscan give the same verdicts (clamd takes no options per scan)."""
+    return "\n".join(
+        [
+            f"LocalSocket {socket_path}",
+            f"DatabaseDirectory {database}",
+            f"TemporaryDirectory {temporary}",
+            f"LogFile {log}",
+            "Foreground yes",
+            "AlertExceedsMax yes",
+            "AlertEncryptedArchive yes",
+            f"MaxFileSize {policy.virus_scan_max_file_bytes}",
+            f"MaxScanSize {policy.virus_scan_max_scan_bytes}",
+            f"ScanImageFuzzyHash {'yes' if policy.virus_scan_images_by_fuzzy_hash else 'no'}",
+            f"MaxThreads {max(2, CLAMD_STREAMS)}",
+            "",
+        ]
+    )
 
 
 def _clamd_file(address: str, entry: _File) -> tuple[str, str]:

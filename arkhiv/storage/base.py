@@ -17,6 +17,9 @@ class KeyNotFound(StoreError, KeyError):
 class StoredObject:
     key: str
     size: int
+    # The store checked the bytes it received against a SHA-256 this process computed over the
+    # bytes it sent, and it is known to refuse a mismatch: the copy needs no reading back.
+    checksum_confirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Store(Protocol):
     either absent or complete, never half-written."""
 
     name: str
+    # Whether puts can come back checksum_confirmed (then the sender hashes what it sends).
+    confirms_checksums: bool
 
     def put(self, key: str, stream: BinaryIO) -> StoredObject: ...
 

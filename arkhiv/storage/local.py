@@ -23,6 +23,8 @@ def check_key(key: str) -> PurePosixPath:
 
 
 class LocalStore:
+    confirms_checksums = False  # a file system keeps no checksum: copies are read back
+
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
         self.root = Path(root)
