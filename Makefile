@@ -32,11 +32,11 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,s3]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,s3,reconstruct]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,s3,test]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,s3,reconstruct,test]'
 	@touch $@ $(VENV)/.installed-run
 
 # Debian packages, installed with apt when missing and running as root.
