@@ -436,6 +436,7 @@ def _restore_replicas(
         for content_path, row in files.items():
             present = holding is not None and holding.sizes.get(content_path) == row["size"]
             when, last = latest.get((store, content_path), (None, "missing"))
+            # A copy found good but no longer there at its size is missing now; a bad one stays bad.
             status = last if present or last != "verified" else "missing"
             catalog_objects.set_replica(
                 conn, row["id"], store_ids[store], status, when if status == "verified" else None

@@ -114,6 +114,12 @@ class _Throttle:
         if ahead > 0:
             time.sleep(ahead)
 
+    @classmethod
+    def of_store(cls, archive: Archive, name: str) -> _Throttle:
+        """The store's `audit_bandwidth_mb_s` cap, shared by everything one audit reads there."""
+        cap = archive.settings.store(name).audit_bandwidth_mb_s
+        return cls(cap * 1e6 if cap else None)
+
 
 def _read_local(path, check: Check) -> str:
     """sha512 of a file on a local disk, read into one reused buffer per thread."""
@@ -162,6 +168,7 @@ def _selection(
     object_id: str | None,
     due_before: datetime | None,
     limit: int | None,
+    content_path: str | None = None,
 ) -> list[Check]:
     query = (
         select(
@@ -183,6 +190,8 @@ def _selection(
         query = query.where(stores.c.name == store)
     if object_id:
         query = query.where(files.c.object_id == object_id)
+    if content_path:
+        query = query.where(files.c.content_path == content_path)
     if due_before is not None:
         query = query.where(
             or_(replicas.c.last_audit_at.is_(None), replicas.c.last_audit_at < due_before)
@@ -212,9 +221,7 @@ def audit(
     for check in checks:
         by_store.setdefault(check.store, []).append(check)
     for name, group in by_store.items():
-        settings = archive.settings.store(name)
-        rate = settings.audit_bandwidth_mb_s * 1e6 if settings.audit_bandwidth_mb_s else None
-        throttle = _Throttle(rate)
+        throttle = _Throttle.of_store(archive, name)
         target = archive.stores[name]
         # Largest first, so that no big file is left for the end while one thread idles.
         group.sort(key=lambda check: -check.size)
@@ -258,10 +265,13 @@ def _recheck(archive: Archive, failures: list[Check], workers: int) -> list[Chec
         for c in failures
         if c.replica_id in verified
     ]
+    throttles = {name: _Throttle.of_store(archive, name) for name in {c.store for c in again}}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit") as pool:
         checked = list(
             pool.map(
-                lambda check: _verify(archive.stores[check.store], check, throttle=_Throttle(None)),
+                lambda check: _verify(
+                    archive.stores[check.store], check, throttle=throttles[check.store]
+                ),
                 again,
             )
         )
@@ -278,18 +288,15 @@ def audited_copy(archive: Archive, object_id: str, content_path: str) -> str:
     first: no egress). Failed replicas are recorded and their repair queued; NoGoodCopy when
     none passes."""
     with reading(archive.engine) as conn:
-        candidates = [
-            check
-            for check in _selection(conn, None, object_id, None, None)
-            if check.content_path == content_path
-        ]
+        candidates = _selection(conn, None, object_id, None, None, content_path)
     candidates.sort(key=lambda c: getattr(archive.stores.get(c.store), "local_path", None) is None)
     checked = []
     try:
         for check in candidates:
             if check.store not in archive.stores:
                 continue
-            checked.append(_verify(archive.stores[check.store], check, throttle=_Throttle(None)))
+            throttle = _Throttle.of_store(archive, check.store)
+            checked.append(_verify(archive.stores[check.store], check, throttle=throttle))
             if check.outcome == "ok":
                 return check.store
     finally:
