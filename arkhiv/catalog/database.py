@@ -3,6 +3,8 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -52,9 +54,9 @@ def _configure_sqlite(engine: Engine) -> None:
         # Take transaction control from pysqlite so that BEGIN IMMEDIATE is possible.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
+        _switch_to_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -63,6 +65,21 @@ def _configure_sqlite(engine: Engine) -> None:
         # A writer takes the lock up front: a deferred transaction that reads and then writes
         # fails with SQLITE_BUSY instead of waiting when another writer got there first.
         conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get(_BEGIN_OPTION, ""))
+
+
+def _switch_to_wal(cursor, patience_s: float = 60.0) -> None:
+    # Two connections converting a new catalog at once both hold a shared lock and both want
+    # an exclusive one; SQLite answers one of them "database is locked" at once, without
+    # waiting on the busy timeout, so that one tries again.
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager
