@@ -32,11 +32,11 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,s3,reconstruct]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,s3,reconstruct,dissemination]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,s3,reconstruct,test]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,formats,s3,reconstruct,dissemination,test]'
 	@touch $@ $(VENV)/.installed-run
 
 # Debian packages, installed with apt when missing and running as root.

@@ -633,10 +633,23 @@ def show(
     identifier = _object_id(object_id)
     with _opened() as archive, reading(archive.engine) as conn:
         document = object_document(conn, identifier)
+        # Work under way or done on the object (the catalog's, not the AIP's: kept apart).
+        jobs = [
+            {
+                "id": job.id,
+                "kind": job.kind,
+                "status": job.status,
+                "attempts": f"{job.attempts}/{job.max_attempts}",
+                "progress": job.progress,
+                "message": job.progress_message,
+                "error": (job.last_error or "").splitlines()[0] if job.last_error else None,
+            }
+            for job in archive.queue.of_object(identifier)
+        ]
     if document is None:
         raise ArkhivError(f"no object {identifier}")
     if as_json:
-        _print_json(document)
+        _print_json({**document, "jobs": jobs})
         return
     out.print(f"[bold]{document['id']}[/bold]  {document['title']}", markup=True)
     out.print(
@@ -675,6 +688,20 @@ def show(
     for event in document["events"]:
         events.add_row(event["occurred_at"], event["label"], event["outcome"], event["detail"])
     out.print(events)
+    if jobs:
+        table = Table(title="Jobs")
+        for column in ("job", "kind", "status", "attempts", "progress"):
+            table.add_column(column)
+        for job in jobs:
+            shown = f"{job['progress']:.0%} {job['message'] or ''}" if job["progress"] else ""
+            table.add_row(
+                str(job["id"]),
+                job["kind"],
+                job["status"],
+                job["attempts"],
+                job["error"] if job["status"] == "dead" else shown,
+            )
+        out.print(table)
 
 
 @app.command()
@@ -747,6 +774,125 @@ def describe(
         sys.exit(1)
 
 
+@app.command()
+def reconstruct(
+    object_id: str = typer.Argument(..., metavar="ID", help="The object's ARK."),
+    force: bool = typer.Option(
+        False, "--force", help="Make the model again, replacing the one the object has."
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="Run it here now (default), or only queue it for workers."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Make the object's 3D model from its capture (photos, depth frames, point cloud or an
+    uploaded mesh) and store it as a new version with the reconstruction report. Exit 1 when
+    the capture cannot become a model; the reason is printed and the object is unchanged."""
+    from arkhiv.catalog import objects as catalog_objects
+    from arkhiv.catalog.database import reading, writing
+    from arkhiv.jobs.reconstruction import queue_reconstruction
+
+    identifier = _object_id(object_id)
+    with _opened() as archive:
+        with reading(archive.engine) as conn:
+            if catalog_objects.get_object(conn, identifier) is None:
+                raise ArkhivError(f"no object {identifier}")
+        with writing(archive.engine) as conn:
+            job_id, created = queue_reconstruction(conn, archive, identifier, force=force)
+        queued = archive.queue.get(job_id)
+        if force and not queued.payload.get("force"):
+            err.print(
+                f"a reconstruction of {identifier} is already running (job {job_id}); "
+                "run this again with --force once it has finished",
+                markup=False,
+            )
+        if not wait:
+            document = {"object": identifier, "job": job_id, "queued": created}
+            if as_json:
+                _print_json(document)
+            else:
+                state = "queued" if created else "already queued"
+                out.print(f"{identifier}: reconstruction job {job_id} {state}")
+            return
+        with err.status(f"reconstructing {identifier}"):
+            job = _run_until_finished(archive, job_id)
+    result = job.result or {}
+    if as_json:
+        _print_json({"job": job_id, **result})
+    elif result.get("status") == "reconstructed":
+        made = f"from the {result['pipeline']} capture " if result.get("pipeline") else ""
+        took = f"in {result['seconds']:.0f} s" if result.get("seconds") is not None else ""
+        out.print(f"{identifier}: v{result['version']} written: 3D model {made}{took}")
+    else:
+        out.print(f"{identifier}: {result.get('status', job.status)}; nothing to do")
+
+
+@app.command()
+def export(
+    object_id: str = typer.Argument(..., metavar="ID", help="The object's ARK."),
+    fmt: str = typer.Option(..., "--format", "-f", help="glb, gltf, obj, ply, stl, 3mf, usdz..."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write it."),
+) -> None:
+    """Write the object's model in a format (made from the glTF master; formats with textures
+    beside the model come as a ZIP). `arkhiv export --format list` shows the formats."""
+    import getpass
+    import shutil
+
+    from arkhiv.access.exports import export_object
+    from arkhiv.access.viewers import Viewer
+    from arkhiv.dissemination.formats import describe_formats
+
+    if fmt == "list":
+        for item in describe_formats():
+            out.print(f"{item['name']:10s} {item['title']}", markup=False, highlight=False)
+        return
+    identifier = _object_id(object_id)
+    with _opened() as archive:
+        # Whoever runs the command holds the archive's home: an administrator.
+        operator = Viewer(f"cli:{getpass.getuser()}", "admin", archive.settings.access)
+        made = export_object(archive, operator, identifier, fmt)
+        shutil.copyfile(made.path, output)
+    out.print(f"{identifier}: {fmt} written to {output} ({_bytes(output.stat().st_size)})")
+
+
+@app.command()
+def dip(
+    object_id: str = typer.Argument(..., metavar="ID", help="The object's ARK."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the .zip."),
+    formats: str = typer.Option("glb,obj,ply,stl", "--formats", help="Comma-separated."),
+    role: str = typer.Option("researcher", "--role", help="Make it as this role would receive it."),
+    originals: bool = typer.Option(False, "--originals", help="Add the capture as submitted."),
+    recipient: str = typer.Option("", "--for", help="Who receives it (recorded in PREMIS)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Make a dissemination package: a BagIt zip with the model in the formats asked for, the
+    public metadata (JSON-LD, Dublin Core), a README with citation and licence, a METS and
+    checksums. A PREMIS dissemination event records who received what."""
+    import getpass
+
+    from arkhiv.access.dips import build_dip
+    from arkhiv.access.viewers import Viewer
+
+    identifier = _object_id(object_id)
+    with _opened() as archive:
+        if role not in archive.settings.access.roles:
+            raise ArkhivError(
+                f"no role {role}; the roles are {', '.join(archive.settings.access.roles)}"
+            )
+        viewer = Viewer(recipient or f"cli:{getpass.getuser()}", role, archive.settings.access)
+        chosen = tuple(item.strip() for item in formats.split(",") if item.strip())
+        result = build_dip(archive, viewer, identifier, output, chosen, originals)
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        out.print(
+            f"{output}: {len(result.files)} files, {_bytes(result.bytes)}, "
+            f"sha256 {result.sha256[:16]}…"
+        )
+        for item in result.left_out:
+            err.print(f"left out {item['file']}: {item['why']}", markup=False)
+
+
 @app.command("rebuild-catalog")
 def rebuild_catalog(as_json: bool = JSON_OPTION) -> None:
     """Rebuild an empty catalog from the OCFL objects and event journals on the stores: objects,
@@ -807,6 +953,64 @@ def audit(
                 out.print(f"  {object_key_}: {status_}", markup=False)
     if not report.clean:
         sys.exit(1)
+
+
+users_app = typer.Typer(help="People who use the archive, and their roles.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+tokens_app = typer.Typer(help="API tokens (shown once when created).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@users_app.command("add")
+def users_add(
+    username: str = typer.Argument(..., help="A sign-in name: letters, digits, . _ @ -"),
+    role: str = typer.Option(..., "--role", help="One of the access policy's roles."),
+    display_name: str = typer.Option("", "--name", help="How the person is shown."),
+) -> None:
+    """Add a user with a role from the access policy (public, researcher, museum, partner,
+    officer, admin by default)."""
+    from arkhiv.access.viewers import create_user
+    from arkhiv.catalog.database import writing
+
+    with _opened() as archive, writing(archive.engine) as conn:
+        create_user(conn, archive.settings.access, username, role, display_name)
+    out.print(f"user {username} added with role {role}")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    username: str = typer.Argument(..., help="Whose token it is."),
+    name: str = typer.Option("", "--name", help="What it is for, e.g. the machine using it."),
+    days: float | None = typer.Option(None, "--days", min=0.001, help="Expires after this."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create an API token for a user; it is printed once and cannot be shown again."""
+    from datetime import timedelta
+
+    from arkhiv.access.viewers import issue_token
+    from arkhiv.catalog.database import writing
+
+    valid_for = timedelta(days=days) if days else None
+    with _opened() as archive, writing(archive.engine) as conn:
+        token_id, token = issue_token(conn, username, name, valid_for)
+    if as_json:
+        _print_json({"id": token_id, "user": username, "token": token})
+    else:
+        out.print(f"token {token_id} for {username} (shown once, keep it secret):")
+        out.print(token, markup=False, highlight=False)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: int = typer.Argument(..., help="The token's number.")) -> None:
+    """Revoke a token at once. Exit 1 if there is no such token still valid."""
+    from arkhiv.access.viewers import revoke_token
+    from arkhiv.catalog.database import writing
+
+    with _opened() as archive, writing(archive.engine) as conn:
+        revoked = revoke_token(conn, token_id)
+    if not revoked:
+        raise ArkhivError(f"no valid token {token_id}")
+    out.print(f"token {token_id} revoked")
 
 
 report_app = typer.Typer(help="Reports for preservation officers.", no_args_is_help=True)

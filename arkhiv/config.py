@@ -102,6 +102,15 @@ class JobSettings(_Section):
         return self.heartbeat_seconds or self.lease_seconds / 3
 
 
+class ReconstructionSettings(_Section):
+    on_ingest: bool = Field(
+        True, description="queue a reconstruction for each archived capture without a model"
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="tries per reconstruction (a capture that cannot work fails once)"
+    )
+
+
 class SchedulerSettings(_Section):
     enabled: bool = True
     tick_seconds: float = Field(30, gt=0)
@@ -112,6 +121,11 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     embedded_worker: bool = Field(True, description="run jobs inside `arkhiv serve`")
+    name: str = Field("Arkhiv", description="the repository's name (OAI-PMH, IIIF, DIPs)")
+    admin_email: str = Field(
+        "archive-admin@localhost", description="who harvesters write to (OAI-PMH Identify)"
+    )
+    oai_page_size: int = Field(100, ge=1, le=10000, description="records per OAI-PMH page")
 
 
 class IdentifierSettings(_Section):
@@ -159,6 +173,7 @@ class Settings(BaseSettings):
     location: LocationPolicy = Field(default_factory=LocationPolicy)
     ingest: IngestPolicy = Field(default_factory=IngestPolicy)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    reconstruction: ReconstructionSettings = Field(default_factory=ReconstructionSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     identifiers: IdentifierSettings = Field(default_factory=IdentifierSettings)
@@ -368,6 +383,11 @@ lease_seconds = 300
 max_attempts = 5
 backoff_base_seconds = 30
 retention_days = 30
+
+[reconstruction]
+# Every archived capture without a model gets a `reconstruct` job (docs/reconstruction.md).
+on_ingest = true
+max_attempts = 3
 
 [scheduler]
 enabled = true

@@ -81,9 +81,13 @@ def cli(env, *args: str) -> subprocess.CompletedProcess:
 
 
 def show(env, object_id: str) -> dict:
+    """The object as `arkhiv show` has it, less its jobs: the queue is the catalog's working
+    state, not something the AIPs hold (a rebuilt catalog starts with none)."""
     result = cli(env, "show", object_id, "--json")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    document = json.loads(result.stdout)
+    document.pop("jobs")
+    return document
 
 
 def object_root(archive, store: str, object_id: str) -> Path:

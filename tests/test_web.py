@@ -12,16 +12,28 @@ from arkhiv.web.app import create_app
 from tests.conftest import arkhiv_command, subprocess_env, zipped
 
 
+def bearer(archive, role: str, name: str | None = None) -> dict[str, str]:
+    """An Authorization header for a new user of `role`."""
+    from arkhiv.access.viewers import create_user, issue_token
+    from arkhiv.catalog.database import writing
+
+    with writing(archive.engine) as conn:
+        create_user(conn, archive.settings.access, name or f"{role}-user", role)
+        _id, token = issue_token(conn, name or f"{role}-user")
+    return {"Authorization": f"Bearer {token}"}
+
+
 def test_health_and_status(archive):
     with TestClient(create_app(archive, embedded_worker=False)) as client:
         health = client.get("/health")
         assert health.status_code == 200
         assert health.json()["status"] == "ok"
-        status = client.get("/api/v1/status").json()
+        assert client.get("/api/v1/status").status_code == 403  # stores are the officers'
+        status = client.get("/api/v1/status", headers=bearer(archive, "officer")).json()
         assert len(status["stores"]) == 3
         assert status["objects"]["total"] == 0
         assert client.get("/openapi.json").json()["info"]["title"] == "Arkhiv"
-        assert client.get("/", follow_redirects=False).headers["location"] == "/api/v1/status"
+        assert client.get("/", follow_redirects=False).headers["location"] == "/docs"
 
 
 def test_health_reports_an_unreachable_catalog(archive):
@@ -44,6 +56,7 @@ def test_serve_answers_and_its_embedded_worker_runs_jobs(archive, archive_env, t
     port = free_port()
     log = tmp_path / "log"
     job_id = archive.queue.enqueue("ingest", "test.record", {"log": str(log)})
+    officer = bearer(archive, "officer")
     output, errors = tmp_path / "serve.out", tmp_path / "serve.err"
     server = subprocess.Popen(
         arkhiv_command("serve", "--port", str(port)),
@@ -66,7 +79,7 @@ def test_serve_answers_and_its_embedded_worker_runs_jobs(archive, archive_env, t
         while archive.queue.get(job_id).status != "done":
             assert time.monotonic() < deadline, "the embedded worker never ran the job"
             time.sleep(0.1)
-        status = httpx.get(base + "/api/v1/status").json()
+        status = httpx.get(base + "/api/v1/status", headers=officer).json()
         assert status["jobs"]["totals"]["done"] >= 1
     finally:
         server.send_signal(signal.SIGINT)
@@ -87,6 +100,7 @@ def test_upload_a_bag_then_poll_its_outcome(archive, corpora, tmp_path, virus_da
     images = corpora / "photogrammetry" / "opensfm-berlin" / "images"
     bag = make_bag(images, tmp_path / "bag", capture_metadata=CAPTURE)
     with TestClient(create_app(archive, embedded_worker=False)) as client:
+        client.headers.update(bearer(archive, "museum"))
         response = client.post(
             "/api/v1/submissions?filename=berlin.zip",
             content=zipped(bag, "berlin"),
@@ -110,6 +124,7 @@ def test_plain_photos_are_bagged_by_arkhiv(archive, corpora, virus_database):
     archive.settings.ingest.clamav_database = str(virus_database)
     images = corpora / "photogrammetry" / "opensfm-berlin" / "images"
     with TestClient(create_app(archive, embedded_worker=False)) as client:
+        client.headers.update(bearer(archive, "museum"))
         response = client.post("/api/v1/submissions?plain=true", content=zipped(images, "photos"))
         assert response.status_code == 202, response.text
         Worker(archive, ["ingest"], burst=True).run()
@@ -131,6 +146,8 @@ def test_oversized_hostile_and_missing(archive, tmp_path):
 
     archive.settings.ingest.max_package_bytes = 1000
     with TestClient(create_app(archive, embedded_worker=False)) as client:
+        assert client.post("/api/v1/submissions", content=b"x").status_code == 403  # anonymous
+        client.headers.update(bearer(archive, "museum"))
         assert client.post("/api/v1/submissions", content=b"x" * 5000).status_code == 413
         assert client.post("/api/v1/submissions", content=b"").status_code == 400
         buffer = io.BytesIO()
@@ -162,6 +179,8 @@ def test_stale_uploads_are_removed_fresh_ones_kept(tmp_path):
 def test_objects_api_shows_and_edits_an_object(archive, corpora, tmp_path, virus_database):
     from urllib.parse import quote
 
+    from arkhiv.access.viewers import create_user, issue_token
+    from arkhiv.catalog.database import writing
     from arkhiv.ingest.bagging import make_bag
     from arkhiv.jobs.worker import Worker
     from tests.test_submit import CAPTURE
@@ -170,10 +189,12 @@ def test_objects_api_shows_and_edits_an_object(archive, corpora, tmp_path, virus
     images = corpora / "photogrammetry" / "opensfm-berlin" / "images"
     bag = make_bag(images, tmp_path / "bag", capture_metadata=CAPTURE)
     with TestClient(create_app(archive, embedded_worker=False)) as client:
-        response = client.post("/api/v1/submissions", content=zipped(bag, "berlin"))
+        museum = bearer(archive, "museum")
+        response = client.post("/api/v1/submissions", content=zipped(bag, "berlin"), headers=museum)
         assert response.status_code == 202, response.text
         Worker(archive, ["ingest"], burst=True).run()
-        object_id = client.get(response.headers["location"]).json()["object_id"]
+        assert client.get(response.headers["location"]).status_code == 404  # not the submitter
+        object_id = client.get(response.headers["location"], headers=museum).json()["object_id"]
         listed = client.get("/api/v1/objects").json()
         assert [entry["id"] for entry in listed] == [object_id]
 
@@ -185,20 +206,27 @@ def test_objects_api_shows_and_edits_an_object(archive, corpora, tmp_path, virus
         assert shown.json()["head_version"] == 1
         assert "52.518" not in shown.text
 
-        edited = client.patch(
-            f"/api/v1/objects/{object_id}/description",
-            json={"set": {"condition": "damaged", "period": "1861-1869"}, "user": "olena"},
-        )
+        # The public sees the description and the files it may download, not the stores.
+        assert "stores" not in shown.json() and "events" not in shown.json()
+        assert {f["role"] for f in shown.json()["files"]} <= {"derivative"}
+
+        edit = {"set": {"condition": "damaged", "period": "1861-1869"}}
+        url = f"/api/v1/objects/{object_id}/description"
+        assert client.patch(url, json=edit).status_code == 403  # anonymous: the public role
+        with writing(archive.engine) as conn:
+            create_user(conn, archive.settings.access, "olena", "officer")
+            _id, token = issue_token(conn, "olena")
+        officer = {"Authorization": f"Bearer {token}"}
+        edited = client.patch(url, json=edit, headers=officer)
         assert edited.status_code == 200, edited.text
         assert edited.json()["version"]["version"] == 2
-        after = client.get(f"/api/v1/objects/{object_id}").json()
+        after = client.get(f"/api/v1/objects/{object_id}", headers=officer).json()
         assert after["head_version"] == 2 and after["description"]["period"] == "1861-1869"
-        assert after["versions"][1]["user"]["name"] == "olena"
+        assert after["versions"][1]["user"]["name"] == "olena"  # from the token, not the body
+        assert "stores" in after and "events" in after  # officers see the whole record
 
-        bad = client.patch(
-            f"/api/v1/objects/{object_id}/description", json={"set": {"condition": "burnt"}}
-        )
+        bad = client.patch(url, json={"set": {"condition": "burnt"}}, headers=officer)
         assert bad.status_code == 422 and "condition" in bad.json()["detail"]
-        assert client.patch(f"/api/v1/objects/{object_id}/description", json=[]).status_code == 400
+        assert client.patch(url, json=[], headers=officer).status_code == 400
         assert client.get("/api/v1/objects/ark:99999/b3nosuchthin").status_code == 404
         assert client.get(f"/api/v1/objects/{object_id}").json()["head_version"] == 2

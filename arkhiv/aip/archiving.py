@@ -38,6 +38,7 @@ from arkhiv.aip.events import PendingEvent
 from arkhiv.aip.model import (
     Agent,
     Capture,
+    Derivation,
     Event,
     FileEntry,
     Format,
@@ -90,6 +91,9 @@ PREMIS_PATH = "metadata/premis.xml"
 CRM_JSONLD_PATH = "metadata/crm.jsonld"
 CRM_TURTLE_PATH = "metadata/crm.ttl"
 REPORT_PATH = "metadata/ingest-report.json"
+# The description record's list of derivatives made in the archive and what they came from
+# (logical paths), carried from version to version; METS, PREMIS and CRM are generated from it.
+DERIVATIONS = "derivations"
 SEALED_PATH = "metadata/sealed-locations.json"
 SUBMISSION_RECORD = "submission_record"  # in the archived ingest report
 # Rewritten for every version from the object's state; never carried over.
@@ -198,6 +202,7 @@ class VersionPlan:
                 item["outcome"],
                 item["detail"],
                 item["outcome_detail"],
+                item.get("software", []),
             )
             for item in document["events"]
         ]
@@ -245,10 +250,16 @@ def object_description(
                 created=row["created_at"],
             )
         )
+    stored_once = {  # digest -> where this version stores those bytes
+        new.digests[DIGEST_ALGORITHM]: new_content[new.logical_path]
+        for new in plan.new_files
+        if new.logical_path in new_content
+    }
     for new in plan.new_files:
         content_path = new_content.get(new.logical_path)
-        if content_path is None:  # same bytes as content the object holds
-            content_path = by_digest[new.digests[DIGEST_ALGORITHM]]["content_path"]
+        if content_path is None:  # the same bytes as another new file, or as older content
+            digest = new.digests[DIGEST_ALGORITHM]
+            content_path = stored_once.get(digest) or by_digest[digest]["content_path"]
         file_entries.append(
             FileEntry(
                 id=file_id(new.logical_path),
@@ -270,7 +281,7 @@ def object_description(
         agents.setdefault(key, Agent(key, agent_type, name, version))
         return key
 
-    arkhiv_agent = agent("software", "Arkhiv", __version__)
+    known_files = {entry.logical_path: entry.id for entry in file_entries}
     events: list[Event] = []
     rows_of_events = catalog_events.events_for_object(conn, plan.object_id)
     if plan.submission_id:
@@ -291,6 +302,7 @@ def object_description(
                 agents=tuple(
                     (agent(a["type"], a["name"], a["version"]), a["role"]) for a in row["agents"]
                 ),
+                objects=_linked_files(row["outcome_detail"], known_files),
                 outcome_detail=_detail_text(row["outcome_detail"]),
             )
         )
@@ -303,7 +315,11 @@ def object_description(
                 date_time=pending.occurred_at,
                 outcome=pending.outcome,
                 detail=pending.detail,
-                agents=((arkhiv_agent, "executing program"),),
+                agents=tuple(
+                    (agent("software", name, version), "executing program")
+                    for name, version in pending.programs()
+                ),
+                objects=_linked_files(pending.outcome_detail, known_files),
                 outcome_detail=_detail_text(pending.outcome_detail),
             )
         )
@@ -336,6 +352,19 @@ def object_description(
             contributor=contributor,
             organization=organization,
         )
+    derivations = tuple(
+        Derivation(
+            derivative=known_files[item["derivative"]],
+            sources=tuple(known_files[source] for source in item["sources"]),
+            kind=item["kind"],
+            software=agent("software", *item["software"]) if item.get("software") else None,
+            parameters=item.get("parameters") or {},
+            event=item.get("event"),
+        )
+        for item in record.get(DERIVATIONS, [])
+        # A later version may have dropped a file; its derivation stays in the record.
+        if item["derivative"] in known_files and set(item["sources"]) <= set(known_files)
+    )
     return ObjectDescription(
         id=plan.object_id,
         title=record.get("title") or "",
@@ -354,7 +383,18 @@ def object_description(
         files=tuple(file_entries),
         events=tuple(events),
         agents=tuple(agents.values()),
+        derivations=derivations,
     )
+
+
+def _linked_files(outcome_detail: Any, known_files: Mapping[str, str]) -> tuple[str, ...]:
+    """File ids an event names in its outcome detail ("linked_files": logical paths by role,
+    e.g. sources and outputs of a reconstruction)."""
+    linked = outcome_detail.get("linked_files") if isinstance(outcome_detail, dict) else None
+    if not linked:
+        return ()
+    paths = [path for group in linked.values() for path in group]
+    return tuple(dict.fromkeys(known_files[path] for path in paths if path in known_files))
 
 
 def _digests_of(row: Mapping[str, Any]) -> dict[str, str]:

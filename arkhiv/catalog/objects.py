@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from arkhiv.catalog.tables import (
     agents,
@@ -49,21 +49,90 @@ def get_object(conn: Connection, object_id: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
+# The public record's text fields a search looks in (not its provenance entries, which name
+# the capture's files).
+SEARCHED_FIELDS = (
+    "description",
+    "type_detail",
+    "place_name",
+    "period",
+    "inventory_number",
+    "contributor",
+    "organization",
+    "condition_note",
+)
+SUMMARY = (
+    objects.c.id,
+    objects.c.title,
+    objects.c.object_type,
+    objects.c.status,
+    objects.c.head_version,
+    objects.c.updated_at,
+)
+
+
 def list_objects(conn: Connection, status: str | None = None, limit: int = 100) -> list[dict]:
-    query = (
-        select(
-            objects.c.id,
-            objects.c.title,
-            objects.c.object_type,
-            objects.c.status,
-            objects.c.head_version,
-            objects.c.updated_at,
-        )
-        .order_by(objects.c.updated_at.desc(), objects.c.id)
-        .limit(limit)
-    )
+    query = select(*SUMMARY).order_by(objects.c.updated_at.desc(), objects.c.id).limit(limit)
     if status:
         query = query.where(objects.c.status == status)
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def search_objects(
+    conn: Connection,
+    *,
+    text: str | None = None,
+    object_type: str | None = None,
+    country: str | None = None,
+    dated_from: str | None = None,
+    dated_to: str | None = None,
+    status: str | None = None,
+    include_withdrawn: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict]:
+    """Archived objects (with a version) matching every filter given, most recently changed
+    first. `text` is looked for in the title and the record's text fields (case does not
+    matter); `dated_from`/`dated_to` (years or ISO dates) keep objects whose dating overlaps
+    them (compared as text: years of four digits, CE)."""
+    record = objects.c.description
+    start = record["date_start"].as_string()
+    end = func.coalesce(record["date_end"].as_string(), start)
+    query = (
+        select(
+            *SUMMARY,
+            record["country"].as_string().label("country"),
+            record["place_name"].as_string().label("place_name"),
+            record["period"].as_string().label("period"),
+            start.label("date_start"),
+            record["date_end"].as_string().label("date_end"),
+        )
+        .where(objects.c.head_version > 0)
+        .order_by(objects.c.updated_at.desc(), objects.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        fields = [record[name].as_string() for name in SEARCHED_FIELDS]
+        query = query.where(
+            or_(
+                objects.c.title.ilike(pattern, escape="\\"),
+                *(field.ilike(pattern, escape="\\") for field in fields),
+            )
+        )
+    if object_type:
+        query = query.where(objects.c.object_type == object_type)
+    if country:
+        query = query.where(record["country"].as_string() == country.upper())
+    if dated_from:
+        query = query.where(end >= dated_from)
+    if dated_to:
+        query = query.where(start <= dated_to)
+    if status:
+        query = query.where(objects.c.status == status)
+    if not include_withdrawn:
+        query = query.where(objects.c.status != "withdrawn")
     return [dict(row._mapping) for row in conn.execute(query)]
 
 

@@ -297,6 +297,17 @@ class JobQueue:
         with reading(self.engine) as conn:
             return [Job.from_row(row) for row in conn.execute(query)]
 
+    def of_object(self, object_id: str, limit: int = 10) -> list[Job]:
+        """The latest jobs about one object (those keyed `kind:object`), newest first."""
+        query = (
+            select(jobs)
+            .where(jobs.c.unique_key.like(f"%:{object_id}"))
+            .order_by(jobs.c.id.desc())
+            .limit(limit)
+        )
+        with reading(self.engine) as conn:
+            return [Job.from_row(row) for row in conn.execute(query)]
+
     def depth(self) -> dict[str, dict[str, int]]:
         """{queue: {state: count}} for every queue that holds jobs."""
         query = select(jobs.c.queue, jobs.c.status, func.count()).group_by(

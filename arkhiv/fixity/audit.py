@@ -25,12 +25,13 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import Connection, and_, or_, select, update
 
@@ -42,6 +43,7 @@ from arkhiv.archive import Archive
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.tables import files, objects, replicas, stores
+from arkhiv.errors import ArkhivError
 from arkhiv.fixity.digests import digest_file
 from arkhiv.metadata.premis_vocabulary import EventType
 from arkhiv.storage.base import KeyNotFound, Store, StoreError
@@ -128,21 +130,32 @@ def _read_local(path, check: Check) -> str:
     return digest
 
 
-def _read_stream(store: Store, key: str, check: Check, throttle: _Throttle) -> str:
+def _read_stream(
+    store: Store, key: str, check: Check, throttle: _Throttle, sink: BinaryIO | None = None
+) -> str:
     sha512 = hashlib.sha512()
     with store.open(key) as stream:
         while chunk := stream.read(CHUNK):
             throttle.take(len(chunk))
             sha512.update(chunk)
             check.bytes_read += len(chunk)
+            if sink is not None:
+                sink.write(chunk)
     return sha512.hexdigest()
 
 
-def _verify(store: Store, check: Check, *, throttle: _Throttle) -> Check:
+def _verify(
+    store: Store, check: Check, *, throttle: _Throttle, copy_to: Path | None = None
+) -> Check:
+    """Audit one replica (and copy it to `copy_to` on the way). A failure to write the copy is
+    ours, not the replica's: it raises CopyFailed instead of counting against the store."""
     key = object_key(check.object_id, check.content_path)
     local_path = getattr(store, "local_path", None)
+    sink = _CopySink(copy_to) if copy_to is not None else None
     try:
-        if local_path is not None and not throttle.rate:
+        if sink is not None:
+            digest = _read_stream(store, key, check, throttle, sink)
+        elif local_path is not None and not throttle.rate:
             digest = _read_local(local_path(key), check)
         else:
             digest = _read_stream(store, key, check, throttle)
@@ -152,6 +165,9 @@ def _verify(store: Store, check: Check, *, throttle: _Throttle) -> Check:
     except (StoreError, OSError) as exc:
         check.outcome, check.detail = "unreadable", str(exc)
         return check
+    finally:
+        if sink is not None:
+            sink.close()
     if check.bytes_read < check.size:
         check.outcome = "short"
         check.detail = f"{check.bytes_read} of {check.size} bytes"
@@ -160,6 +176,31 @@ def _verify(store: Store, check: Check, *, throttle: _Throttle) -> Check:
     else:
         check.outcome = "ok"
     return check
+
+
+class CopyFailed(ArkhivError):
+    """The audited copy could not be written where it was asked for (disk full, folder gone)."""
+
+
+class _CopySink:
+    def __init__(self, path: Path) -> None:
+        try:
+            self._file = open(path, "wb")  # noqa: SIM115 - closed by close(), after the read
+        except OSError as exc:
+            raise CopyFailed(f"cannot write {path}: {exc}") from exc
+        self._path = path
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            raise CopyFailed(f"cannot write {self._path}: {exc}") from exc
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise CopyFailed(f"cannot write {self._path}: {exc}") from exc
 
 
 def _selection(
@@ -283,26 +324,55 @@ class NoGoodCopy(Exception):
     """Every replica of the file failed its audit: the object is damaged."""
 
 
-def audited_copy(archive: Archive, object_id: str, content_path: str) -> str:
+def audited_copy(
+    archive: Archive, object_id: str, content_path: str, copy_to: Path | None = None
+) -> str:
     """The store holding a replica of the file that passed an audit just now (local stores
-    first: no egress). Failed replicas are recorded and their repair queued; NoGoodCopy when
-    none passes."""
+    first: no egress). With `copy_to`, the replica is copied there as it is audited, so the
+    copy is known good without a second read. Failed replicas are recorded and their repair
+    queued; NoGoodCopy when none passes (and nothing is left at `copy_to`)."""
+    return audited_copies(archive, object_id, {content_path: copy_to})[content_path]
+
+
+def audited_copies(
+    archive: Archive, object_id: str, wanted: Mapping[str, Path | None]
+) -> dict[str, str]:
+    """`audited_copy` for many files of one object (content path -> where to copy it, or None):
+    the store each came from. The audits are recorded together, one fixity-check event per
+    store rather than one per file. NoGoodCopy names the files no replica of which passed."""
     with reading(archive.engine) as conn:
-        candidates = _selection(conn, None, object_id, None, None, content_path)
+        only = next(iter(wanted)) if len(wanted) == 1 else None
+        candidates = _selection(conn, None, object_id, None, None, only)
     candidates.sort(key=lambda c: getattr(archive.stores.get(c.store), "local_path", None) is None)
-    checked = []
+    by_path: dict[str, list[Check]] = {}
+    for check in candidates:
+        if check.store in archive.stores:
+            by_path.setdefault(check.content_path, []).append(check)
+    checked: list[Check] = []
+    chosen: dict[str, str] = {}
     try:
-        for check in candidates:
-            if check.store not in archive.stores:
-                continue
-            throttle = _Throttle.of_store(archive, check.store)
-            checked.append(_verify(archive.stores[check.store], check, throttle=throttle))
-            if check.outcome == "ok":
-                return check.store
+        for content_path, copy_to in wanted.items():
+            for check in by_path.get(content_path, []):
+                throttle = _Throttle.of_store(archive, check.store)
+                checked.append(
+                    _verify(archive.stores[check.store], check, throttle=throttle, copy_to=copy_to)
+                )
+                if check.outcome == "ok":
+                    chosen[content_path] = check.store
+                    break
     finally:
         if checked:
             _record(archive, checked)  # failures queue the object's repair
-    raise NoGoodCopy(f"{object_id}: no replica of {content_path} passed its audit")
+    failed = [path for path in wanted if path not in chosen]
+    for path in failed:
+        if wanted[path] is not None:
+            wanted[path].unlink(missing_ok=True)
+    if failed:
+        listed = ", ".join(failed[:10]) + (
+            f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        )
+        raise NoGoodCopy(f"{object_id}: no replica of {listed} passed its audit")
+    return chosen
 
 
 def _record(archive: Archive, checks: Iterable[Check]) -> None:

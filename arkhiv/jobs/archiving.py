@@ -31,6 +31,7 @@ from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.tables import sealed_locations
 from arkhiv.errors import ArkhivError
 from arkhiv.jobs.ingest import ARCHIVE_KIND
+from arkhiv.jobs.reconstruction import needs_model, queue_reconstruction
 from arkhiv.jobs.registry import JobContext, PeriodicTask, PermanentJobError, job_handler, periodic
 from arkhiv.metadata.premis_vocabulary import EventType
 
@@ -84,6 +85,10 @@ def archive_submission(archive: Archive, submission_id: str, holder: str) -> dic
             .where(sealed_locations.c.submission_id == submission_id)
             .values(object_id=plan.object_id)
         )
+        if archive.settings.reconstruction.on_ingest and needs_model(
+            [new.logical_path for new in plan.new_files]
+        ):
+            queue_reconstruction(conn, archive, plan.object_id)
 
     result = write_version(
         archive,

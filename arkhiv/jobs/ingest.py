@@ -126,7 +126,7 @@ def process_submission(
     with writing(archive.engine) as conn:
         submissions.update_fields(conn, submission_id, status="ingesting")
 
-    result = run_ingest(bag_root, archive.settings.ingest, _identifier(), progress=progress)
+    result = run_ingest(bag_root, archive.settings.ingest, shared_identifier(), progress=progress)
     fingerprint = result.fingerprint()
     public_location = _public_location(archive, result)
     if ctx is not None and ctx.lease_lost.is_set():
@@ -264,7 +264,11 @@ def _check_duplicate(result: IngestResult, earlier: list[dict[str, Any]]) -> Non
 
 def seal_context(submission_id: str, location: GeoLocation) -> str:
     """What a sealed location is bound to: moving a ciphertext to another row fails to open."""
-    return f"{submission_id}:{location.source}:{location.kind}"
+    return seal_context_of(submission_id, location.source, location.kind)
+
+
+def seal_context_of(submission_id: str, source: str, kind: str) -> str:
+    return f"{submission_id}:{source}:{kind}"
 
 
 def _settle_files(
@@ -351,7 +355,7 @@ def _event(conn, submission_id: str, event: EventType, outcome: str, detail: str
 _IDENTIFIER: Identifier | None = None
 
 
-def _identifier() -> Identifier:
+def shared_identifier() -> Identifier:
     """Loading PRONOM signatures takes a while; a worker loads them once."""
     global _IDENTIFIER
     if _IDENTIFIER is None:

@@ -25,6 +25,8 @@ BUILTIN_MODULES = (
     "arkhiv.jobs.ingest",
     "arkhiv.jobs.archiving",
     "arkhiv.jobs.fixity",
+    "arkhiv.jobs.reconstruction",
+    "arkhiv.jobs.dissemination",
 )
 
 

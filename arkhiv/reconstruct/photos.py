@@ -1,4 +1,5 @@
-"""Photo set → camera poses and a sparse model (structure from motion, pycolmap on the CPU).
+"""Photo set → camera poses and a sparse model (structure from motion, pycolmap on the CPU) →
+dense points (`stereo`) → a coloured surface (`surface`) in a local frame.
 
 Working images are downscaled copies (longest side `max_image_side`, default 1600 px) written
 without their EXIF: no GPS position reaches the working folder, the COLMAP database or anything
@@ -12,14 +13,25 @@ loop detection off for larger ones. Incremental mapping keeps the largest model.
 
 from __future__ import annotations
 
+import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from arkhiv.reconstruct.report import ReconstructionFailed, ReconstructionReport
+from arkhiv.reconstruct.stereo import (
+    StereoOptions,
+    View,
+    colour_from_views,
+    dense_cloud,
+    load_views,
+    patch_match_cloud,
+)
+from arkhiv.reconstruct.surface import SurfaceOptions, surface_from_points, write_master
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif"}
 FULL_FRAME_WIDTH_MM = 36.0
@@ -32,6 +44,9 @@ class PhotoOptions:
     min_images: int = 3
     exhaustive_up_to: int = 60  # more images than this: sequential matching
     sequential_overlap: int = 12
+    dense: str = "auto"  # "auto": COLMAP PatchMatch when pycolmap has CUDA, else "cpu"
+    stereo: StereoOptions = field(default_factory=StereoOptions)
+    surface: SurfaceOptions = field(default_factory=lambda: SurfaceOptions(max_faces=400_000))
     threads: int = 2
 
 
@@ -46,15 +61,89 @@ class PreparedPhoto:
     camera: str  # the group of photos sharing intrinsics
 
 
-def sparse_reconstruction(
+def mesh_from_photos(
     photos: Path, output: Path, options: PhotoOptions = PhotoOptions()
+) -> ReconstructionReport:
+    """A coloured mesh of what the photos under `photos` show, in `output/model.glb` and
+    `output/model.ply`, with the camera poses in `output/sparse`. ReconstructionFailed (with
+    the report so far in `.report`) when the set cannot become a model."""
+    import open3d as o3d
+    import pycolmap
+
+    report = ReconstructionReport("photos", asdict(options))
+    report.software["open3d"] = o3d.__version__
+    sparse_reconstruction(photos, output, options, report)
+    work = output / "work"
+    try:
+        with report.stage("undistort") as stage:
+            views, sparse_points = load_views(
+                output / "sparse", work / "images", work, options.threads
+            )
+            stage.figures["views"] = len(views)
+        if options.dense == "cuda" or (options.dense == "auto" and pycolmap.has_cuda):
+            cloud = patch_match_cloud(work, report)
+        else:
+            cloud = dense_cloud(views, sparse_points, options.stereo, report)
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(cloud.points))
+        pcd.colors = o3d.utility.Vector3dVector(cloud.colours)
+        pcd.normals = o3d.utility.Vector3dVector(cloud.normals)
+        mesh = surface_from_points(pcd, options.surface, report)
+        with report.stage("colour") as stage:
+            stage.figures.update(colour_from_views(mesh, views, options.threads))
+        with report.stage("local frame") as stage:
+            stage.figures.update(_to_local_frame(mesh, views, output))
+        write_master(mesh, output, report)
+    except ReconstructionFailed as failure:
+        raise report.failed(failure) from None
+    return report
+
+
+def _to_local_frame(mesh, views: list[View], output: Path) -> dict[str, Any]:
+    """Centre the model and turn it upright (glTF's +Y up, from the cameras' mean up direction:
+    photos are mostly taken level), and the archived cameras (`output/sparse`) with it, so
+    that poses and model line up. Structure from motion fixes no scale: units are arbitrary.
+    The transform stays in the restricted working folder."""
+    import pycolmap
+
+    vertices = np.asarray(mesh.vertices)
+    origin = vertices.mean(axis=0)
+    up = -np.mean([view.rotation[1] for view in views], axis=0)  # camera y points down
+    up /= np.linalg.norm(up)
+    rotation = _rotation_onto(up, np.array([0.0, 1.0, 0.0]))
+    mesh.translate(-origin)
+    mesh.rotate(rotation, center=np.zeros(3))
+    cameras = pycolmap.Reconstruction(output / "sparse")
+    cameras.transform(pycolmap.Sim3d(np.hstack([rotation, (-rotation @ origin)[:, None]])))
+    cameras.write(output / "sparse")
+    (output / "work" / "local-frame.json").write_text(
+        json.dumps({"origin": origin.tolist(), "rotation": rotation.tolist(), "units": None})
+    )
+    return {"units": "arbitrary (no scale from photos alone)", "upright_from": "camera up"}
+
+
+def _rotation_onto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rotation taking unit vector a onto unit vector b (Rodrigues)."""
+    axis = np.cross(a, b)
+    sine, cosine = np.linalg.norm(axis), float(np.dot(a, b))
+    if sine < 1e-9:
+        return np.eye(3) if cosine > 0 else np.diag([1.0, -1.0, -1.0])
+    k = axis / sine
+    skew = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + sine * skew + (1 - cosine) * skew @ skew
+
+
+def sparse_reconstruction(
+    photos: Path,
+    output: Path,
+    options: PhotoOptions = PhotoOptions(),
+    report: ReconstructionReport | None = None,
 ) -> ReconstructionReport:
     """Poses and sparse points of the photos under `photos`, written as a COLMAP model to
     `output/sparse`. ReconstructionFailed (with the report so far in `.report`) when the set
     cannot be reconstructed."""
     import pycolmap
 
-    report = ReconstructionReport("photos", asdict(options))
+    report = report or ReconstructionReport("photos", asdict(options))
     report.software["pycolmap"] = pycolmap.__version__
     work = output / "work"  # restricted: the COLMAP database stays here
     images = work / "images"
@@ -149,9 +238,7 @@ def sparse_reconstruction(
             model.write(sparse)
             report.outputs.append("sparse")
     except ReconstructionFailed as failure:
-        report.failure = failure.reason
-        failure.report = report  # type: ignore[attr-defined]
-        raise
+        raise report.failed(failure) from None
     return report
 
 

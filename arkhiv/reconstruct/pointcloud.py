@@ -9,24 +9,21 @@ restricted working folder.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from arkhiv.reconstruct.report import ReconstructionFailed, ReconstructionReport
+from arkhiv.reconstruct.surface import MIN_POINTS, SurfaceOptions, surface_from_points, write_master
 
 CLOUD_SUFFIXES = {".ply", ".las", ".laz", ".e57"}
-MIN_POINTS = 100
 
 
 @dataclass(frozen=True)
 class PointCloudOptions:
-    poisson_depth: int = 9
-    density_trim_quantile: float = 0.05  # vertices with the least support are cut away
     normal_neighbours: int = 30
-    min_component_share: float = 0.01  # pieces smaller than this share of faces are dropped
-    threads: int = 2
+    surface: SurfaceOptions = field(default_factory=SurfaceOptions)
 
 
 def mesh_from_points(
@@ -61,45 +58,10 @@ def mesh_from_points(
             if normals is None:
                 pcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(options.normal_neighbours))
                 pcd.orient_normals_consistent_tangent_plane(options.normal_neighbours)
-        with report.stage("surface") as stage:
-            with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
-                mesh, densities = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
-                    pcd, depth=options.poisson_depth, n_threads=options.threads
-                )
-            densities = np.asarray(densities)
-            if len(densities) == 0:
-                raise ReconstructionFailed("no surface could be fitted to the points")
-            cut = np.quantile(densities, options.density_trim_quantile)
-            mesh.remove_vertices_by_mask(densities < cut)
-            stage.figures.update(
-                vertices=len(mesh.vertices), faces=len(mesh.triangles), trimmed_below=float(cut)
-            )
-        with report.stage("clean-up") as stage:
-            mesh.remove_degenerate_triangles()
-            mesh.remove_duplicated_triangles()
-            mesh.remove_duplicated_vertices()
-            mesh.remove_non_manifold_edges()
-            clusters, sizes, _areas = mesh.cluster_connected_triangles()
-            clusters, sizes = np.asarray(clusters), np.asarray(sizes)
-            if len(sizes) == 0:
-                raise ReconstructionFailed("the fitted surface was empty after clean-up")
-            small = sizes < options.min_component_share * sizes.sum()
-            mesh.remove_triangles_by_mask(small[clusters])
-            mesh.remove_unreferenced_vertices()
-            stage.figures.update(
-                pieces=len(sizes),
-                kept=int((~small).sum()),
-                vertices=len(mesh.vertices),
-                faces=len(mesh.triangles),
-            )
-        with report.stage("write") as stage:
-            _write(mesh, output)
-            report.outputs += ["model.glb", "model.ply"]
-            stage.figures["bytes"] = sum((output / n).stat().st_size for n in report.outputs)
+        mesh = surface_from_points(pcd, options.surface, report)
+        write_master(mesh, output, report)
     except ReconstructionFailed as failure:
-        report.failure = failure.reason
-        failure.report = report  # type: ignore[attr-defined]
-        raise
+        raise report.failed(failure) from None
     return report
 
 
@@ -139,19 +101,3 @@ def _read(cloud: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None
         raise
     except Exception as exc:  # untrusted input read by third-party parsers
         raise ReconstructionFailed(f"{cloud.name}: cannot be read as a point cloud: {exc}") from exc
-
-
-def _write(mesh, output: Path) -> None:
-    import open3d as o3d
-    import trimesh
-
-    o3d.io.write_triangle_mesh(str(output / "model.ply"), mesh, write_ascii=False)
-    colours = np.asarray(mesh.vertex_colors) if mesh.has_vertex_colors() else None
-    master = trimesh.Trimesh(
-        vertices=np.asarray(mesh.vertices),
-        faces=np.asarray(mesh.triangles),
-        vertex_normals=np.asarray(mesh.vertex_normals) if mesh.has_vertex_normals() else None,
-        vertex_colors=(colours * 255).astype(np.uint8) if colours is not None else None,
-        process=False,
-    )
-    master.export(output / "model.glb")

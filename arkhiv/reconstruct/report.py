@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +21,12 @@ class ReconstructionFailed(ArkhivError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# Told the name of each stage as it starts (a job turns that into visible progress).
+stage_listener: ContextVar[Callable[[str], None] | None] = ContextVar(
+    "stage_listener", default=None
+)
 
 
 @dataclass
@@ -41,12 +48,22 @@ class ReconstructionReport:
     @contextmanager
     def stage(self, name: str) -> Iterator[Stage]:
         stage = Stage(name)
+        listener = stage_listener.get()
+        if listener is not None:
+            listener(name)
         started = time.perf_counter()
         try:
             yield stage
         finally:
             stage.seconds = round(time.perf_counter() - started, 3)
             self.stages.append(stage)
+
+    def failed(self, failure: ReconstructionFailed) -> ReconstructionFailed:
+        """Record why the pipeline stopped and attach this report to the failure (for the
+        caller's history), as `except ReconstructionFailed as f: raise report.failed(f)`."""
+        self.failure = failure.reason
+        failure.report = self  # type: ignore[attr-defined]
+        return failure
 
     def figures(self, stage_name: str) -> dict[str, Any]:
         for stage in self.stages:

@@ -2,36 +2,84 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
+from starlette.background import BackgroundTask
+from starlette.convertors import Convertor, register_url_convertor
 
 from arkhiv import __version__
+from arkhiv.access import iiif, oai
+from arkhiv.access.disclosure import object_view, precise_locations
+from arkhiv.access.exports import export_object, print_replica, web_level
+from arkhiv.access.files import NotFound, prepare_download
+from arkhiv.access.viewers import (
+    Forbidden,
+    Unauthorized,
+    Viewer,
+    anonymous,
+    touch,
+    touch_due,
+    viewer_for_token,
+)
 from arkhiv.aip.archiving import ConcurrentChange
 from arkhiv.aip.description import DescriptionError
 from arkhiv.aip.show import object_document
 from arkhiv.archive import Archive
 from arkhiv.catalog import events, submissions
 from arkhiv.catalog import objects as catalog_objects
-from arkhiv.catalog.database import reading
+from arkhiv.catalog.database import reading, writing
 from arkhiv.errors import ArkhivError, CatalogUnavailable, ConfigError
 from arkhiv.identifiers import IdentifierError, normalize
 from arkhiv.jobs.archiving import describe_object
+from arkhiv.jobs.dissemination import DIP_KIND, dip_path, queue_dip
 from arkhiv.jobs.ingest import receive_submission
 from arkhiv.jobs.scheduler import Scheduler
 from arkhiv.jobs.worker import Worker
+from arkhiv.policies.access import Permission
 
 log = logging.getLogger("arkhiv.web")
+
+
+# Job numbers as the catalog stores them (a 64-bit integer): larger ones are no job at all.
+JobNumber = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
+
+
+class DipRequest(BaseModel):
+    formats: list[str] = Field(default_factory=lambda: ["glb", "obj", "ply", "stl"], max_length=20)
+    originals: bool = False
+
+
+class ArkConvertor(Convertor):
+    """An ARK in a path, in its usual or older (ark:/) form: it has one slash of its own (two
+    in the older form), so routes can go on after it."""
+
+    regex = r"ark:/?[0-9]+/[0-9A-Za-z]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("ark", ArkConvertor())
 
 
 def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> FastAPI:
@@ -66,13 +114,46 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
     async def _misconfigured(_request: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=500)
 
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_request: Request, exc: Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
     @app.exception_handler(ArkhivError)
     async def _archive_error(_request: Request, exc: ArkhivError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(DataError)
+    async def _unstorable(_request: Request, _exc: DataError) -> JSONResponse:
+        # A value the database cannot even compare (a NUL character in a query, a number
+        # beyond its integers): the request is wrong, the server is fine.
+        return JSONResponse({"detail": "a value in the request is not valid"}, status_code=422)
+
+    bearer = HTTPBearer(auto_error=False, description="An API token (`arkhiv tokens create`)")
+
+    def viewer(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Viewer:
+        """Who is asking: the token's user, or the anonymous role without a token."""
+        token = credentials.credentials if credentials else None
+        with reading(archive.engine) as conn:
+            found = viewer_for_token(conn, archive.settings.access, token)
+            due = bool(token) and touch_due(conn, token)
+        if due:
+            with writing(archive.engine) as conn:
+                touch(conn, token)
+        return found
+
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
-        return RedirectResponse("/api/v1/status")
+        return RedirectResponse("/docs")
 
     @app.get("/health", summary="Liveness and catalog reachability")
     def health() -> JSONResponse:
@@ -83,8 +164,41 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         return JSONResponse({"status": "ok", "catalog": "ok", "version": __version__})
 
     @app.get("/api/v1/status", summary="Catalog, stores, job queues, object counts and policy")
-    def status() -> dict[str, Any]:
+    def status(who: Viewer = Depends(viewer)) -> dict[str, Any]:
+        # Store locations, buckets and health details are the officers' business.
+        who.require(Permission.MANAGE_PRESERVATION, "see the archive's status")
         return archive.status()
+
+    async def oai_pmh(request: Request) -> Response:
+        arguments = request.query_params.multi_items()
+        if request.method == "POST":
+            arguments = (await request.form()).multi_items()
+        repeated = len({key for key, _ in arguments}) != len(arguments)
+        base = str(request.base_url).rstrip("/")
+        repository = oai.Repository(
+            archive.settings.server.name,
+            base + "/oai",
+            archive.settings.server.admin_email,
+            archive.settings.identifiers.resolver,
+            base + "/objects/{ark}",
+            archive.settings.server.oai_page_size,
+        )
+        given = {key: str(value) for key, value in arguments}
+        with reading(archive.engine) as conn:
+            body = await run_in_threadpool(oai.respond, conn, repository, given, repeated)
+        return Response(body, media_type="text/xml; charset=utf-8")
+
+    for method in ("GET", "POST"):  # the protocol allows both (POST: a form)
+        app.add_api_route(
+            "/oai",
+            oai_pmh,
+            methods=[method],
+            name=f"oai_{method.lower()}",
+            operation_id=f"oai_pmh_{method.lower()}",
+            summary="OAI-PMH 2.0: oai_dc and EDM records of the public catalogue",
+            response_class=Response,
+            responses={200: {"content": {"text/xml": {}}}},
+        )
 
     @app.post(
         "/api/v1/submissions",
@@ -99,8 +213,12 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         },
     )
     async def submit(
-        request: Request, filename: str = "upload", plain: bool = False
+        request: Request,
+        filename: str = "upload",
+        plain: bool = False,
+        who: Viewer = Depends(viewer),
     ) -> JSONResponse:
+        who.require(Permission.SUBMIT, "submit packages")
         limit = archive.settings.ingest.max_package_bytes
         uploads = archive.settings.home / "uploads"
         uploads.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -120,7 +238,7 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
                 receive_submission,
                 archive,
                 upload,
-                "api",
+                who.name,
                 plain=plain,
                 source_name=_display_name(filename),
             )
@@ -140,15 +258,20 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         )
 
     @app.get("/api/v1/submissions/{submission_id}", summary="A submission's outcome and report")
-    def submission(submission_id: str) -> dict[str, Any]:
+    def submission(submission_id: str, who: Viewer = Depends(viewer)) -> dict[str, Any]:
         with reading(archive.engine) as conn:
             row = submissions.get(conn, submission_id)
-            if row is None:
+            mine = row is not None and row["submitted_by"] == who.name
+            if row is None or not (mine or who.may(Permission.MANAGE_PRESERVATION)):
                 raise HTTPException(404, f"no submission {submission_id}")
             row["events"] = events.events_for_submission(conn, submission_id)
         for private in ("staging_path", "quarantine_path"):
             row.pop(private, None)
         return jsonable_encoder(row)
+
+    def _visible(document: dict[str, Any], who: Viewer) -> bool:
+        """Withdrawn objects are the officers' only."""
+        return document["status"] != "withdrawn" or who.may(Permission.MANAGE_PRESERVATION)
 
     def _identifier(text: str) -> str:
         try:
@@ -156,29 +279,281 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         except IdentifierError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.get("/api/v1/objects", summary="Archived objects, most recently changed first")
-    def list_objects(status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    @app.get(
+        "/api/v1/objects",
+        summary="Search archived objects by text, type, country and dating; most recently "
+        "changed first",
+    )
+    def list_objects(
+        q: str | None = Query(None, max_length=200, description="words in the title or record"),
+        object_type: str | None = Query(None, alias="type", max_length=64),
+        country: str | None = Query(None, pattern="^[A-Za-z]{2}$", description="ISO 3166"),
+        dated_from: str | None = Query(None, alias="from", pattern=r"^\d{4}(-\d{2}){0,2}$"),
+        dated_to: str | None = Query(None, alias="to", pattern=r"^\d{4}(-\d{2}){0,2}$"),
+        status: str | None = Query(None, max_length=32),
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=1_000_000),
+        who: Viewer = Depends(viewer),
+    ) -> list[dict[str, Any]]:
         with reading(archive.engine) as conn:
-            return jsonable_encoder(catalog_objects.list_objects(conn, status, min(limit, 1000)))
+            found = catalog_objects.search_objects(
+                conn,
+                include_withdrawn=who.may(Permission.MANAGE_PRESERVATION),
+                text=q,
+                object_type=object_type,
+                country=country,
+                dated_from=dated_from,
+                dated_to=dated_to,
+                status=status,
+                limit=limit,
+                offset=offset,
+            )
+        return jsonable_encoder(found)
 
+    @app.get("/api/v1/formats", summary="The formats models can be exported to")
+    def formats() -> list[dict[str, Any]]:
+        from arkhiv.dissemination.formats import describe_formats
+
+        return describe_formats()
+
+    @app.get(
+        "/api/v1/objects/{object_id:ark}/export/{fmt}",
+        summary="The object's model in a format (made from the glTF master, then cached); "
+        "formats with textures beside the model come as a ZIP",
+        response_class=FileResponse,
+        responses={
+            403: {"description": "the role may not download access copies"},
+            404: {"description": "no such object, or no model"},
+            422: {"description": "unknown format, or one that cannot hold this model"},
+        },
+    )
+    def export_model(object_id: str, fmt: str, who: Viewer = Depends(viewer)):
+        identifier = _identifier(object_id)
+        made = export_object(archive, who, identifier, fmt)
+        return FileResponse(made.path, media_type=made.media_type, filename=made.filename)
+
+    @app.get(
+        "/api/v1/objects/{object_id:ark}/lod/{level}",
+        summary="A level of detail of the model for web viewers: thumb (<200 KB), low "
+        "(~150k faces, 1k textures), medium (~500k, 2k), high (the master's detail, 4k); "
+        "compression none, draco (KHR_draco_mesh_compression) or meshopt "
+        "(EXT_meshopt_compression)",
+        response_class=FileResponse,
+        responses={403: {"description": "not for this role"}, 404: {"description": "no model"}},
+    )
+    def web_level_of_detail(
+        object_id: str,
+        level: str,
+        compression: str = Query("none", pattern="^(none|draco|meshopt)$"),
+        who: Viewer = Depends(viewer),
+    ):
+        identifier = _identifier(object_id)
+        made = web_level(archive, who, identifier, level, compression)
+        return FileResponse(made.path, media_type=made.media_type, filename=made.filename)
+
+    @app.get(
+        "/api/v1/objects/{object_id:ark}/print",
+        summary="A print-ready replica: watertight and manifold, scaled to size_mm along an "
+        "axis, on the build plate (Z up); STL or 3MF. The repair report is in the "
+        "X-Arkhiv-Print-Report header (JSON)",
+        response_class=FileResponse,
+        responses={
+            404: {"description": "no model"},
+            422: {"description": "cannot be printed (an open surface: give solidify_mm)"},
+        },
+    )
+    def print_ready_replica(
+        object_id: str,
+        size_mm: float = Query(..., ge=1, le=5000),
+        fmt: str = Query("stl", alias="format", pattern="^(stl|3mf)$"),
+        axis: str = Query("longest", pattern="^(longest|x|y|z)$"),
+        solidify_mm: float | None = Query(None, ge=0.2, le=50),
+        who: Viewer = Depends(viewer),
+    ):
+        identifier = _identifier(object_id)
+        made, report = print_replica(archive, who, identifier, size_mm, fmt, axis, solidify_mm)
+        summary = {k: v for k, v in report.items() if k not in ("files", "master")}
+        return FileResponse(
+            made.path,
+            media_type=made.media_type,
+            filename=made.filename,
+            headers={"X-Arkhiv-Print-Report": json.dumps(summary, separators=(",", ":"))},
+        )
+
+    @app.post(
+        "/api/v1/objects/{object_id:ark}/dips",
+        status_code=202,
+        summary="Ask for a dissemination package (BagIt zip: formats, public metadata, README, "
+        "METS); it is prepared as a job: poll the returned URL, then download",
+        responses={403: {"description": "the role may not request DIPs (or originals)"}},
+    )
+    def request_dip(
+        object_id: str, request: DipRequest, who: Viewer = Depends(viewer)
+    ) -> dict[str, Any]:
+        from arkhiv.dissemination.formats import FORMATS
+
+        identifier = _identifier(object_id)
+        who.require(Permission.REQUEST_DIPS, "request dissemination packages")
+        if request.originals:
+            who.require(Permission.DOWNLOAD_ORIGINALS, "receive originals")
+        unknown = [fmt for fmt in request.formats if fmt not in FORMATS]
+        if unknown or not request.formats:
+            raise HTTPException(422, f"formats: choose from {', '.join(FORMATS)}")
+        with reading(archive.engine) as conn:
+            if catalog_objects.get_object(conn, identifier) is None:
+                raise HTTPException(404, f"no object {identifier}")
+        with writing(archive.engine) as conn:
+            job_id = queue_dip(conn, archive, who, identifier, request.formats, request.originals)
+        return {"job": job_id, "status": f"/api/v1/dips/{job_id}"}
+
+    def _dip_job(job_id: int, who: Viewer):
+        job = archive.queue.get(job_id)
+        if job is None or job.kind != DIP_KIND:
+            raise HTTPException(404, f"no DIP request {job_id}")
+        officer = who.may(Permission.MANAGE_PRESERVATION)
+        if job.payload["recipient"] != who.name and not officer:
+            raise HTTPException(404, f"no DIP request {job_id}")  # not even that it exists
+        if not officer:
+            who.require(Permission.REQUEST_DIPS, "receive dissemination packages")  # still?
+        return job
+
+    @app.get("/api/v1/dips/{job_id}", summary="Where a DIP request stands")
+    def dip_status(job_id: JobNumber, who: Viewer = Depends(viewer)) -> dict[str, Any]:
+        job = _dip_job(job_id, who)
+        answer = {
+            "job": job.id,
+            "object": job.payload["object"],
+            "formats": job.payload["formats"],
+            "status": job.status,
+            "progress": job.progress,
+            "error": (job.last_error or "").splitlines()[0] if job.status == "dead" else None,
+        }
+        if job.status == "done":
+            answer["download"] = f"/api/v1/dips/{job.id}/download"
+            answer["result"] = job.result
+        return answer
+
+    @app.get(
+        "/api/v1/dips/{job_id}/download",
+        summary="The prepared DIP (a BagIt zip)",
+        response_class=FileResponse,
+        responses={409: {"description": "not ready yet"}},
+    )
+    def dip_download(job_id: JobNumber, who: Viewer = Depends(viewer)):
+        job = _dip_job(job_id, who)
+        path = dip_path(archive, job.id)
+        if job.status != "done" or not path.is_file():
+            raise HTTPException(409, f"DIP request {job_id} is {job.status}")
+        return FileResponse(path, media_type="application/zip", filename=f"dip-{job.id}.zip")
+
+    @app.get(
+        "/iiif/{object_id:ark}/manifest",
+        summary="IIIF Presentation 3 manifest of an object's 3D model",
+        responses={404: {"description": "no such object, or no model yet"}},
+    )
+    def iiif_manifest(object_id: str, request: Request) -> JSONResponse:
+        identifier = _identifier(object_id)
+        with reading(archive.engine) as conn:
+            document = object_document(conn, identifier)
+        public_viewer = anonymous(archive.settings.access)
+        if document is None or not _visible(document, public_viewer):
+            raise HTTPException(404, f"no object {identifier}")
+        public = object_view(document, public_viewer)
+        found = iiif.manifest(
+            public,
+            str(request.base_url).rstrip("/"),
+            archive.settings.server.name,
+            archive.settings.identifiers.resolver,
+        )
+        if found is None:
+            raise HTTPException(404, f"{identifier} has no 3D model yet")
+        return JSONResponse(
+            found,
+            media_type='application/ld+json;profile="http://iiif.io/api/presentation/3/context.json"',
+            headers={"Access-Control-Allow-Origin": "*"},  # viewers load manifests cross-site
+        )
+
+    @app.get(
+        "/api/v1/objects/{object_id:ark}/files/{logical_path:path}",
+        summary="A file of the object's head version, as the caller's role may have it "
+        "(HTTP Range supported; pictures without metadata for roles without precise_location)",
+        response_class=FileResponse,
+        responses={
+            206: {"description": "the requested range"},
+            401: {"description": "the token is not valid"},
+            403: {"description": "the role may not have this file"},
+            404: {"description": "no such object or file"},
+        },
+    )
+    def object_file(object_id: str, logical_path: str, who: Viewer = Depends(viewer)):
+        identifier = _identifier(object_id)
+        download = prepare_download(archive, who, identifier, logical_path)
+        cleanup = (
+            BackgroundTask(shutil.rmtree, download.temporary, ignore_errors=True)
+            if download.temporary
+            else None
+        )
+        return FileResponse(
+            download.path,
+            media_type=download.media_type,
+            filename=download.filename,
+            background=cleanup,
+        )
+
+    @app.get(
+        "/api/v1/objects/{object_id:path}/location",
+        summary="Where the object is: the public grid cell, and the precise capture locations "
+        "for roles allowed to see them (each such request is written to the audit log)",
+        responses={
+            401: {"description": "the token is not valid"},
+            403: {"description": "precise=true for a role without precise_location"},
+            404: {"description": "no such object"},
+        },
+    )
+    def object_location(
+        object_id: str,
+        precise: bool = False,
+        purpose: str = Query("", max_length=500, description="why (required with precise)"),
+        who: Viewer = Depends(viewer),
+    ) -> dict[str, Any]:
+        identifier = _identifier(object_id)
+        with reading(archive.engine) as conn:
+            row = catalog_objects.get_object(conn, identifier)
+        if row is None or not _visible(row, who):
+            raise HTTPException(404, f"no object {identifier}")
+        answer: dict[str, Any] = {
+            "object": identifier,
+            "public_location": (row["description"] or {}).get("public_location"),
+        }
+        if precise:
+            if not purpose.strip():
+                who.require(Permission.PRECISE_LOCATION, "see precise locations")
+                raise HTTPException(422, "purpose: say why the precise location is needed")
+            answer["precise_locations"] = precise_locations(archive, who, identifier, purpose)
+        return answer
+
+    # After the routes under it: a path parameter would swallow their suffixes.
     @app.get(
         "/api/v1/objects/{object_id:path}",
         summary="An object: versions, files, formats, digests, events, copies",
     )
-    def show_object(object_id: str) -> dict[str, Any]:
+    def show_object(object_id: str, who: Viewer = Depends(viewer)) -> dict[str, Any]:
         identifier = _identifier(object_id)
         with reading(archive.engine) as conn:
             document = object_document(conn, identifier)
-        if document is None:
+        if document is None or not _visible(document, who):
             raise HTTPException(404, f"no object {identifier}")
-        return document
+        return object_view(document, who)
 
     @app.patch(
         "/api/v1/objects/{object_id:path}/description",
         summary="Edit the description: a new version with a metadata-modification event",
     )
-    async def edit_description(object_id: str, request: Request) -> dict[str, Any]:
+    async def edit_description(
+        object_id: str, request: Request, who: Viewer = Depends(viewer)
+    ) -> dict[str, Any]:
         identifier = _identifier(object_id)
+        who.require(Permission.MANAGE_PRESERVATION, "edit descriptions")
         try:
             body = await request.json()
         except ValueError:
@@ -188,13 +563,12 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
             raise HTTPException(400, 'give the fields to change as {"set": {field: value}}')
         if not all(isinstance(v, str) for v in edits.values()):
             raise HTTPException(400, "every value must be a string (empty clears the field)")
-        user = body.get("user") if isinstance(body.get("user"), str) else None
         with reading(archive.engine) as conn:
             if catalog_objects.get_object(conn, identifier) is None:
                 raise HTTPException(404, f"no object {identifier}")
         try:
             result, changes = await run_in_threadpool(
-                describe_object, archive, identifier, edits, user or "api"
+                describe_object, archive, identifier, edits, who.name
             )
         except DescriptionError as exc:
             raise HTTPException(422, str(exc)) from None

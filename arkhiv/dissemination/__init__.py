@@ -1,0 +1,1 @@
+"""Dissemination: copies of archived objects in the formats researchers ask for."""

@@ -1,0 +1,77 @@
+"""The `dip.prepare` job: a dissemination package asked for through the API is made in the
+background (exports of a large model take a while) into `HOME/dips/<job>.zip`, then downloaded
+by whoever asked for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from arkhiv.access.viewers import Viewer
+from arkhiv.archive import Archive
+from arkhiv.catalog.queue import enqueue
+from arkhiv.errors import ArkhivError
+from arkhiv.jobs.registry import JobContext, PermanentJobError, job_handler
+
+DIP_KIND = "dip.prepare"
+DIP_QUEUE = "derive"
+
+
+def queue_dip(
+    conn, archive: Archive, viewer: Viewer, object_id: str, formats: list[str], originals: bool
+) -> int:
+    job_id, _created = enqueue(
+        conn,
+        DIP_QUEUE,
+        DIP_KIND,
+        {
+            "object": object_id,
+            "formats": formats,
+            "originals": originals,
+            "recipient": viewer.name,
+            "role": viewer.role,
+        },
+        max_attempts=archive.settings.jobs.max_attempts,
+    )
+    return job_id
+
+
+def dip_path(archive: Archive, job_id: int) -> Path:
+    return archive.settings.home / "dips" / f"{job_id}.zip"
+
+
+@job_handler(DIP_KIND)
+def prepare_dip(ctx: JobContext) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from arkhiv.access.dips import build_dip
+    from arkhiv.access.viewers import Forbidden
+    from arkhiv.catalog.database import reading
+    from arkhiv.catalog.tables import users
+
+    payload = ctx.payload
+    # The recipient's role as it is now, not as it was when they asked: a partner downgraded
+    # meanwhile gets what a researcher gets.
+    with reading(ctx.archive.engine) as conn:
+        account = conn.execute(
+            select(users.c.role, users.c.disabled).where(users.c.username == payload["recipient"])
+        ).first()
+    if account is None or account.disabled:
+        raise PermanentJobError(f"the account of {payload['recipient']} is gone or disabled")
+    viewer = Viewer(payload["recipient"], account.role, ctx.archive.settings.access)
+    output = dip_path(ctx.archive, ctx.job.id)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        result = build_dip(
+            ctx.archive,
+            viewer,
+            payload["object"],
+            output,
+            tuple(payload["formats"]),
+            payload["originals"],
+        )
+    except (Forbidden, ArkhivError) as exc:  # bad request or no model: retrying cannot help
+        raise PermanentJobError(str(exc)) from exc
+    document = result.as_dict()
+    document.pop("path")
+    return document
