@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install install-test system-packages-run system-packages-test clean
+.PHONY: run test lint format install install-test frontend system-packages-run system-packages-test clean
 
 run: install
 	$(BIN)/arkhiv init
@@ -23,8 +23,17 @@ format: install-test
 	$(BIN)/ruff format arkhiv tests bench
 	$(BIN)/ruff check --fix arkhiv tests bench
 
-install: $(VENV)/.installed-run system-packages-run
-install-test: $(VENV)/.installed-test system-packages-test
+install: $(VENV)/.installed-run system-packages-run frontend
+install-test: $(VENV)/.installed-test system-packages-test frontend
+
+# The pages' browser code: npm packages (package-lock.json) bundled by esbuild into the
+# package's static folder. Node.js comes from Debian when the machine has none.
+FRONTEND_BUILT := arkhiv/web/static/dist/.built
+frontend: $(FRONTEND_BUILT)
+$(FRONTEND_BUILT): frontend/package.json frontend/package-lock.json frontend/build.mjs $(wildcard frontend/src/*)
+	@command -v npm >/dev/null || bash scripts/ensure-debian-packages.sh nodejs npm
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	@touch $@
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Arkhiv needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -47,4 +56,4 @@ system-packages-test:
 	@bash scripts/ensure-debian-packages.sh $(shell grep -hv '^#' scripts/debian-packages-run.txt scripts/debian-packages-test.txt)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-results
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-results frontend/node_modules arkhiv/web/static/dist

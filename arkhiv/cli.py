@@ -961,20 +961,78 @@ tokens_app = typer.Typer(help="API tokens (shown once when created).", no_args_i
 app.add_typer(tokens_app, name="tokens")
 
 
+PASSWORD_STDIN_OPTION = typer.Option(
+    False, "--password-stdin", help="Read the password from the first line of standard input."
+)
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    return typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+
+
 @users_app.command("add")
 def users_add(
     username: str = typer.Argument(..., help="A sign-in name: letters, digits, . _ @ -"),
     role: str = typer.Option(..., "--role", help="One of the access policy's roles."),
     display_name: str = typer.Option("", "--name", help="How the person is shown."),
+    password_stdin: bool = PASSWORD_STDIN_OPTION,
 ) -> None:
     """Add a user with a role from the access policy (public, researcher, museum, partner,
-    officer, admin by default)."""
+    officer, admin by default). Without a password the user can use API tokens but not sign in
+    to the web pages (see `arkhiv users passwd`)."""
+    from arkhiv.access.accounts import check_new_password, set_password
     from arkhiv.access.viewers import create_user
     from arkhiv.catalog.database import writing
 
+    password = _new_password(True) if password_stdin else None
+    if password is not None:
+        check_new_password(username, password)  # before opening the archive: nothing to undo
     with _opened() as archive, writing(archive.engine) as conn:
         create_user(conn, archive.settings.access, username, role, display_name)
+        if password is not None:
+            set_password(conn, username, password, actor="cli")
     out.print(f"user {username} added with role {role}")
+
+
+@users_app.command("passwd")
+def users_passwd(
+    username: str = typer.Argument(..., help="Whose password to set."),
+    password_stdin: bool = PASSWORD_STDIN_OPTION,
+) -> None:
+    """Set a user's password for signing in to the web pages (asked twice unless read from
+    standard input). Ends the user's web sessions."""
+    from arkhiv.access.accounts import check_new_password, set_password
+    from arkhiv.catalog.database import writing
+
+    password = _new_password(password_stdin)
+    check_new_password(username, password)
+    with _opened() as archive, writing(archive.engine) as conn:
+        ended = set_password(conn, username, password, actor="cli")
+    out.print(f"password of {username} set; {ended} web session(s) ended")
+
+
+@users_app.command("disable")
+def users_disable(username: str = typer.Argument(..., help="Who to shut out.")) -> None:
+    """Disable a user at once: web sessions end and API tokens stop working."""
+    from arkhiv.access.accounts import set_disabled
+    from arkhiv.catalog.database import writing
+
+    with _opened() as archive, writing(archive.engine) as conn:
+        ended = set_disabled(conn, username, True, actor="cli")
+    out.print(f"user {username} disabled; {ended} web session(s) ended")
+
+
+@users_app.command("enable")
+def users_enable(username: str = typer.Argument(..., help="Who to let in again.")) -> None:
+    """Enable a disabled user again (their old sessions stay ended)."""
+    from arkhiv.access.accounts import set_disabled
+    from arkhiv.catalog.database import writing
+
+    with _opened() as archive, writing(archive.engine) as conn:
+        set_disabled(conn, username, False, actor="cli")
+    out.print(f"user {username} enabled")
 
 
 @tokens_app.command("create")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -128,6 +129,45 @@ class ServerSettings(_Section):
     oai_page_size: int = Field(100, ge=1, le=10000, description="records per OAI-PMH page")
 
 
+class WebSettings(_Section):
+    """Signing in to the web pages, and limits on what one client or user may do there."""
+
+    session_idle_minutes: float = Field(
+        120, gt=0, description="a signed-in session ends after this long without a request"
+    )
+    session_max_hours: float = Field(
+        24 * 7, gt=0, description="a signed-in session ends this long after sign-in in any case"
+    )
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="mark the session cookie Secure (sent over https only): auto = when the "
+        "request came over https",
+    )
+    sign_in_attempts_per_minute: int = Field(
+        10, ge=1, description="sign-in attempts allowed per client address and per user name"
+    )
+    uploads_per_hour: int = Field(
+        200, ge=1, description="resumable (tus) uploads one user may start per hour"
+    )
+    upload_bytes_per_day: int = Field(
+        50 * 1024**3, ge=1, description="bytes one user may upload per day"
+    )
+    map_tiles_url: str = Field(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        description="the catalogue map's background tiles (empty: no background); the map "
+        "only ever shows coarse grid cells",
+    )
+    map_tiles_attribution: str = Field("© OpenStreetMap contributors")
+
+    @property
+    def session_idle(self) -> timedelta:
+        return timedelta(minutes=self.session_idle_minutes)
+
+    @property
+    def session_max(self) -> timedelta:
+        return timedelta(hours=self.session_max_hours)
+
+
 class IdentifierSettings(_Section):
     """Persistent identifiers (ARKs, see docs/aip.md)."""
 
@@ -176,6 +216,7 @@ class Settings(BaseSettings):
     reconstruction: ReconstructionSettings = Field(default_factory=ReconstructionSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     identifiers: IdentifierSettings = Field(default_factory=IdentifierSettings)
 
     @classmethod

@@ -2,6 +2,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx2 as httpx
 import pytest
@@ -33,7 +34,9 @@ def test_health_and_status(archive):
         assert len(status["stores"]) == 3
         assert status["objects"]["total"] == 0
         assert client.get("/openapi.json").json()["info"]["title"] == "Arkhiv"
-        assert client.get("/", follow_redirects=False).headers["location"] == "/docs"
+        home = client.get("/", follow_redirects=False)
+        assert home.status_code == 200 and "text/html" in home.headers["content-type"]
+        assert client.get("/docs").status_code == 200
 
 
 def test_health_reports_an_unreachable_catalog(archive):
@@ -51,6 +54,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_healthy(base: str, server: subprocess.Popen, errors: Path, patience_s: float):
+    """Until `arkhiv serve` answers /health; returns the deadline for what the caller waits on
+    next."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return deadline
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None, errors.read_text()
+        assert time.monotonic() < deadline, "the server never answered"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_serve_answers_and_its_embedded_worker_runs_jobs(archive, archive_env, tmp_path):
     port = free_port()
@@ -66,16 +84,7 @@ def test_serve_answers_and_its_embedded_worker_runs_jobs(archive, archive_env, t
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, errors.read_text()
-            assert time.monotonic() < deadline, "the server never answered"
-            time.sleep(0.1)
+        deadline = wait_until_healthy(base, server, errors, 30)
         while archive.queue.get(job_id).status != "done":
             assert time.monotonic() < deadline, "the embedded worker never ran the job"
             time.sleep(0.1)

@@ -15,11 +15,19 @@ from sqlalchemy import Connection, func, select
 
 from arkhiv.archive import Archive
 from arkhiv.catalog.tables import files, objects, premis_events, replicas, stores
+from arkhiv.fixity.audit import due_before
 from arkhiv.metadata.premis_vocabulary import EventType
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
+
+
+def _audit_interval(archive: Archive, store_name: str) -> float:
+    settings = next((s for s in archive.settings.stores if s.name == store_name), None)
+    if settings is not None and settings.audit_interval_days:
+        return settings.audit_interval_days
+    return archive.settings.preservation.audit_interval_days
 
 
 def fixity_report(conn: Connection, archive: Archive) -> dict[str, Any]:
@@ -41,6 +49,8 @@ def fixity_report(conn: Connection, archive: Archive) -> dict[str, Any]:
     store_rows = {row.name: row for row in conn.execute(select(stores).order_by(stores.c.name))}
     per_store: dict[str, dict[str, Any]] = {}
     per_file: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    intervals = {name: _audit_interval(archive, name) for name in store_rows}
+    due = {name: due_before(days) for name, days in intervals.items()}
     for row in rows:
         entry = per_store.setdefault(
             row.name,
@@ -54,6 +64,7 @@ def fixity_report(conn: Connection, archive: Archive) -> dict[str, Any]:
                 "oldest_audit": None,
                 "latest_audit": None,
                 "last_failures": 0,
+                "audited_in_interval": 0,  # progress against the audit schedule
             },
         )
         entry["replicas"] += 1
@@ -62,6 +73,8 @@ def fixity_report(conn: Connection, archive: Archive) -> dict[str, Any]:
         if row.last_audit_at is None:
             entry["never_audited"] += 1
         else:
+            if row.last_audit_at >= due[row.name]:
+                entry["audited_in_interval"] += 1
             if entry["oldest_audit"] is None or row.last_audit_at < entry["oldest_audit"]:
                 entry["oldest_audit"] = row.last_audit_at
             if entry["latest_audit"] is None or row.last_audit_at > entry["latest_audit"]:
@@ -73,10 +86,7 @@ def fixity_report(conn: Connection, archive: Archive) -> dict[str, Any]:
         entry["by_status"] = dict(entry["by_status"])
         for key in ("oldest_audit", "latest_audit"):
             entry[key] = _iso(entry[key])
-        settings = next((s for s in archive.settings.stores if s.name == name), None)
-        entry["audit_interval_days"] = (
-            settings.audit_interval_days if settings and settings.audit_interval_days else None
-        ) or policy.audit_interval_days
+        entry["audit_interval_days"] = intervals[name]
 
     per_object: dict[str, dict[str, Any]] = {}
     for row in conn.execute(
@@ -190,6 +200,7 @@ STORE_COLUMNS = (
     "missing",
     "mismatch",
     "never_audited",
+    "audited_in_interval",
     "oldest_audit",
     "latest_audit",
     "audit_interval_days",

@@ -30,6 +30,10 @@ def _default_roles() -> dict[str, RoleGrant]:
     officer = [*partner, p.SUBMIT, p.MANAGE_PRESERVATION]
     return {
         "public": RoleGrant(description="anyone, signed in or not", permissions=public),
+        "citizen": RoleGrant(
+            description="volunteers who capture sites and submit their photos and scans",
+            permissions=[*public, p.SUBMIT],
+        ),
         "researcher": RoleGrant(description="registered researchers", permissions=researcher),
         "museum": RoleGrant(description="museums submitting their collections", permissions=museum),
         "partner": RoleGrant(

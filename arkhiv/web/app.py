@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -17,8 +18,9 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError
 from starlette.background import BackgroundTask
@@ -30,6 +32,7 @@ from arkhiv.access.disclosure import object_view, precise_locations
 from arkhiv.access.exports import export_object, print_replica, web_level
 from arkhiv.access.files import NotFound, prepare_download
 from arkhiv.access.viewers import (
+    ANONYMOUS,
     Forbidden,
     Unauthorized,
     Viewer,
@@ -53,6 +56,12 @@ from arkhiv.jobs.ingest import receive_submission
 from arkhiv.jobs.scheduler import Scheduler
 from arkhiv.jobs.worker import Worker
 from arkhiv.policies.access import Permission
+from arkhiv.web.pages import TUS_PREFIX, install_page_errors, pages_router
+from arkhiv.web.security import RateLimiter
+from arkhiv.web.tus import sweep_expired, tus_router
+from arkhiv.web.visits import check_csrf, visit_of
+
+STATIC = Path(__file__).with_name("static")
 
 log = logging.getLogger("arkhiv.web")
 
@@ -91,11 +100,13 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         remove_stale_uploads(archive.settings.home / "uploads")
+        sweeper = asyncio.create_task(_sweep_uploads(archive))
         background = _Background(archive, embedded_worker)
         background.start()
         try:
             yield
         finally:
+            sweeper.cancel()
             background.stop()
 
     app = FastAPI(
@@ -140,20 +151,44 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
 
     bearer = HTTPBearer(auto_error=False, description="An API token (`arkhiv tokens create`)")
 
-    def viewer(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Viewer:
-        """Who is asking: the token's user, or the anonymous role without a token."""
+    def viewer(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> Viewer:
+        """Who is asking: the token's user, the signed-in browser's (whose state-changing
+        requests must carry the CSRF token), or the anonymous role."""
         token = credentials.credentials if credentials else None
+        if not token:
+            visit = visit_of(archive, request)
+            check_csrf(visit, request)
+            return visit.viewer
         with reading(archive.engine) as conn:
             found = viewer_for_token(conn, archive.settings.access, token)
-            due = bool(token) and touch_due(conn, token)
+            due = touch_due(conn, token)
         if due:
             with writing(archive.engine) as conn:
                 touch(conn, token)
         return found
 
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    upload_starts = RateLimiter(archive.settings.web.uploads_per_hour, 3600)
+
+    def uploader(request: Request, who: Viewer = Depends(viewer)) -> Viewer:
+        """The tus endpoint's caller; starting uploads is rate-limited per user."""
+        if who.name == ANONYMOUS:
+            raise Unauthorized("sign in to upload")
+        if request.method == "POST" and request.headers.get("x-http-method-override") is None:
+            wait = upload_starts.hit(who.name)
+            if wait:
+                raise HTTPException(
+                    429,
+                    "too many uploads started; try again later",
+                    headers={"Retry-After": str(int(wait) + 1), "Tus-Resumable": "1.0.0"},
+                )
+        return who
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(tus_router(archive, uploader, prefix=TUS_PREFIX))
+    app.include_router(pages_router(archive))
+    install_page_errors(app, archive)
 
     @app.get("/health", summary="Liveness and catalog reachability")
     def health() -> JSONResponse:
@@ -581,6 +616,17 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         }
 
     return app
+
+
+async def _sweep_uploads(archive: Archive, every_s: float = 3600) -> None:
+    """Resumable uploads nobody finished: removed once they expire (a day after their last
+    byte), so that abandoned phones' photos do not fill the disk."""
+    while True:
+        try:
+            await run_in_threadpool(sweep_expired, archive)
+        except Exception:  # never let a sweep take the server down; the next one tries again
+            log.exception("sweeping expired uploads failed")
+        await asyncio.sleep(every_s)
 
 
 class _Background:

@@ -1,0 +1,33 @@
+// Bundles the browser code of Arkhiv's pages into arkhiv/web/static/dist, which the Python
+// package serves at /static/dist. Decoders are served from there too: the pages must work
+// without reaching any other site (a museum's closed network, a blocked CDN).
+import { build } from "esbuild";
+import { cpSync, mkdirSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = join(here, "..", "arkhiv", "web", "static", "dist");
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out, { recursive: true });
+
+await build({
+  entryPoints: {
+    viewer: join(here, "src", "viewer.js"),
+    upload: join(here, "src", "upload.js"),
+    map: join(here, "src", "map.js"),
+  },
+  bundle: true,
+  minify: true,
+  sourcemap: true,
+  format: "esm",
+  target: ["es2020"],
+  outdir: out,
+  loader: { ".png": "file" },
+  logLevel: "warning",
+});
+
+const libs = join(here, "node_modules", "three", "examples", "jsm", "libs");
+cpSync(join(libs, "draco", "gltf"), join(out, "draco"), { recursive: true });
+cpSync(join(libs, "meshopt_decoder.module.js"), join(out, "meshopt_decoder.module.js"));
+console.log(`built ${out}`);

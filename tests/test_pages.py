@@ -1,0 +1,271 @@
+"""The pages without a browser: sign-in, sessions and their cookies, CSRF, rate limits, who may
+open which page, the capture form's checks, and that every word has its Ukrainian."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from arkhiv.web import i18n
+from arkhiv.web.app import create_app
+from arkhiv.web.pages import environment
+from tests.browser import PASSWORD, user
+
+WEB = Path(__file__).resolve().parent.parent / "arkhiv" / "web"
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def signed_in(client: TestClient, name: str) -> str:
+    """Sign in through the form; returns the session's CSRF token."""
+    form = client.get("/signin")
+    answer = client.post(
+        "/signin",
+        data={"csrf_token": csrf_of(form.text), "username": name, "password": PASSWORD},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    return csrf_of(client.get("/account").text)
+
+
+def test_sign_in_sets_a_session_cookie_that_sign_out_ends(archive):
+    user(archive, "olena", "citizen")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        form = client.get("/signin?next=/capture")
+        assert form.status_code == 200
+        answer = client.post(
+            "/signin",
+            data={
+                "csrf_token": csrf_of(form.text),
+                "username": "olena",
+                "password": PASSWORD,
+                "next": "/capture",
+            },
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303 and answer.headers["location"] == "/capture"
+        cookie = answer.headers["set-cookie"]
+        assert cookie.startswith("arkhiv_session=")
+        assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+        assert PASSWORD not in cookie
+        assert client.get("/capture").status_code == 200
+        csrf = csrf_of(client.get("/account").text)
+        assert (
+            client.post("/signout", data={"csrf_token": csrf}, follow_redirects=False).status_code
+            == 303
+        )
+        assert client.get("/capture", follow_redirects=False).status_code == 303  # to sign-in
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_over_https_the_cookie_is_secure_and_host_bound(archive):
+    user(archive, "olena", "citizen")
+    app = create_app(archive, embedded_worker=False)
+    with TestClient(app, base_url="https://arkhiv.example") as client:
+        signed_in(client, "olena")
+        cookies = [c for c in client.cookies.jar if c.name.startswith("__Host-arkhiv_session")]
+        assert cookies and cookies[0].secure and cookies[0].path == "/"
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_wrong_passwords_get_one_answer_and_are_rate_limited(archive):
+    user(archive, "olena", "citizen")
+    archive.settings.web.sign_in_attempts_per_minute = 3
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = csrf_of(client.get("/signin").text)
+        answers = [
+            client.post(
+                "/signin",
+                data={"csrf_token": csrf, "username": name, "password": "not the password"},
+            )
+            for name in ("olena", "nobody", "olena")
+        ]
+        assert [a.status_code for a in answers] == [401, 401, 401]
+        assert all("Wrong user name, password or token." in a.text for a in answers)
+        assert (
+            "set-cookie" not in answers[0].headers
+            or "arkhiv_session" not in answers[0].headers["set-cookie"]
+        )
+        refused = client.post(
+            "/signin", data={"csrf_token": csrf, "username": "olena", "password": PASSWORD}
+        )
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_forms_and_cookie_requests_need_the_csrf_token(archive):
+    user(archive, "olena", "citizen")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        assert (
+            client.post("/signin", data={"username": "olena", "password": PASSWORD}).status_code
+            == 403
+        )
+        csrf = signed_in(client, "olena")
+        # Signed in by cookie: a form or an upload without the token is refused.
+        assert client.post("/signout", data={}).status_code == 403
+        assert client.post("/capture", data={"title": "x"}).status_code == 403
+        tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "10"}
+        assert client.post("/uploads", headers=tus).status_code == 403
+        created = client.post("/uploads", headers={**tus, "X-CSRF-Token": csrf})
+        assert created.status_code == 201, created.text
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_pages_follow_the_roles(archive):
+    user(archive, "olena", "citizen")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        for path in ("/capture", "/submit", "/officer", "/requests", "/account"):
+            answer = client.get(path, follow_redirects=False)
+            assert answer.status_code == 303, path
+            assert answer.headers["location"].startswith("/signin?next=")
+        assert client.post(
+            "/uploads", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1"}
+        ).status_code in (401, 403)
+        signed_in(client, "olena")
+        assert client.get("/capture").status_code == 200
+        for path in ("/officer", "/requests", "/officer/reports/fixity.csv"):
+            refused = client.get(path)
+            assert refused.status_code == 403, path
+            assert "text/html" in refused.headers["content-type"]
+        missing = client.get("/objects/ark:99999/b3nothing1")
+        assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_sign_in_goes_back_to_this_site_only(archive):
+    user(archive, "olena", "citizen")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        for target in ("//evil.example/x", "https://evil.example", "/\\evil.example"):
+            form = client.get("/signin")
+            answer = client.post(
+                "/signin",
+                data={
+                    "csrf_token": csrf_of(form.text),
+                    "username": "olena",
+                    "password": PASSWORD,
+                    "next": target,
+                },
+                follow_redirects=False,
+            )
+            assert answer.headers["location"] == "/", target
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_the_capture_form_says_what_is_missing_and_uploads_stay_their_owners(archive):
+    user(archive, "olena", "citizen")
+    user(archive, "taras", "citizen")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "olena")
+        headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+        answer = client.post("/capture", data={"title": "Church"}, headers=headers)
+        assert answer.status_code == 422
+        detail = answer.json()["detail"]
+        for field in ("object.type", "object.place_name", "permission.statement", "rights.license"):
+            assert field in detail, detail
+        tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "3", "X-CSRF-Token": csrf}
+        upload = client.post("/uploads", headers=tus).headers["location"].rsplit("/", 1)[-1]
+        client.patch(
+            f"/uploads/{upload}",
+            content=b"abc",
+            headers={
+                **tus,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+    complete = {
+        "title": "Church",
+        "object_type": "religious-building",
+        "place_name": "Irpin",
+        "country": "UA",
+        "captured_at": "2022-04-02",
+        "contributor_pseudonym": "taras",
+        "publish_as": "pseudonym",
+        "license": "CC-BY-4.0",
+        "permission_statement": "Public place.",
+        "permission_granted_by": "public place",
+        "upload": upload,
+    }
+    with TestClient(create_app(archive, embedded_worker=False)) as other:
+        csrf = signed_in(other, "taras")
+        answer = other.post("/capture", data=complete, headers={"X-CSRF-Token": csrf})
+        assert answer.status_code == 422  # not taras's upload
+    with reading_submissions(archive) as count:
+        assert count == 0
+
+
+def reading_submissions(archive):
+    from contextlib import contextmanager
+
+    from sqlalchemy import func, select
+
+    from arkhiv.catalog.database import reading
+    from arkhiv.catalog.tables import submissions
+
+    @contextmanager
+    def counted():
+        with reading(archive.engine) as conn:
+            yield conn.execute(select(func.count()).select_from(submissions)).scalar_one()
+
+    return counted()
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_uploads_started_per_hour_are_limited(archive):
+    user(archive, "olena", "citizen")
+    archive.settings.web.uploads_per_hour = 2
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "olena")
+        tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "3", "X-CSRF-Token": csrf}
+        codes = [client.post("/uploads", headers=tus).status_code for _ in range(3)]
+        assert codes == [201, 201, 429]
+
+
+def template_messages() -> list[str]:
+    found = []
+    for template in sorted((WEB / "templates").glob("*.html")):
+        for _line, _function, message in environment().extract_translations(template.read_text()):
+            if isinstance(message, str):
+                found.append(message)
+            elif isinstance(message, tuple):  # ngettext; None: a value, in value_messages()
+                found.extend(m for m in message if m)
+    tree = ast.parse((WEB / "pages.py").read_text())
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "_"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found.append(node.args[0].value)
+    return found
+
+
+def test_every_word_on_the_pages_has_its_ukrainian():
+    ukrainian = i18n.catalogue("uk")
+    messages = set(template_messages()) | set(i18n.value_messages())
+    assert len(messages) > 200
+    untranslated = [m for m in messages if ukrainian.gettext(m) == m]
+    assert untranslated == []
+    placeholders = re.compile(r"%\(\w+\)s")
+    for message in messages:
+        assert sorted(placeholders.findall(ukrainian.gettext(message))) == sorted(
+            placeholders.findall(message)
+        ), message
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_the_language_follows_the_visitor(archive):
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        assert "Catalogue of preserved heritage" in client.get("/").text
+        assert 'lang="uk"' in client.get("/", headers={"Accept-Language": "uk-UA,uk;q=0.9"}).text
+        chosen = client.get("/?lang=uk")
+        assert "Каталог збереженої спадщини" in chosen.text
+        assert "Каталог збереженої спадщини" in client.get("/").text  # remembered
+        assert "Catalogue of preserved heritage" in client.get("/?lang=en").text
