@@ -16,6 +16,7 @@ await build({
     viewer: join(here, "src", "viewer.js"),
     upload: join(here, "src", "upload.js"),
     map: join(here, "src", "map.js"),
+    refresh: join(here, "src", "refresh.js"),
   },
   bundle: true,
   minify: true,

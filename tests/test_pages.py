@@ -4,12 +4,20 @@ open which page, the capture form's checks, and that every word has its Ukrainia
 from __future__ import annotations
 
 import ast
+import base64
+import io
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from arkhiv.catalog.database import reading
+from arkhiv.catalog.tables import sealed_locations
+from arkhiv.ingest.bagging import make_bag
+from arkhiv.jobs.worker import Worker
 from arkhiv.web import i18n
 from arkhiv.web.app import create_app
 from arkhiv.web.pages import environment
@@ -227,6 +235,22 @@ def test_uploads_started_per_hour_are_limited(archive):
         assert codes == [201, 201, 429]
 
 
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_bytes_uploaded_per_day_are_limited_across_restarts(archive):
+    user(archive, "olena", "citizen")
+    archive.settings.web.upload_bytes_per_day = 10
+    tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "6"}
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "olena")
+        assert client.post("/uploads", headers={**tus, "X-CSRF-Token": csrf}).status_code == 201
+    with TestClient(create_app(archive, embedded_worker=False)) as restarted:
+        csrf = signed_in(restarted, "olena")
+        refused = restarted.post("/uploads", headers={**tus, "X-CSRF-Token": csrf})
+        assert refused.status_code == 429 and "6 of your 10 bytes" in refused.json()["detail"]
+        small = {**tus, "Upload-Length": "4", "X-CSRF-Token": csrf}
+        assert restarted.post("/uploads", headers=small).status_code == 201
+
+
 def template_messages() -> list[str]:
     found = []
     for template in sorted((WEB / "templates").glob("*.html")):
@@ -269,3 +293,130 @@ def test_the_language_follows_the_visitor(archive):
         assert "Каталог збереженої спадщини" in chosen.text
         assert "Каталог збереженої спадщини" in client.get("/").text  # remembered
         assert "Catalogue of preserved heritage" in client.get("/?lang=en").text
+
+
+def tus_upload(client: TestClient, csrf: str, data: bytes, **metadata: str) -> str:
+    """One file through the tus endpoint in one PATCH; returns the upload's id."""
+    encoded = ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items()
+    )
+    headers = {"Tus-Resumable": "1.0.0", "X-CSRF-Token": csrf}
+    created = client.post(
+        "/uploads",
+        headers={**headers, "Upload-Length": str(len(data)), "Upload-Metadata": encoded},
+    )
+    assert created.status_code == 201, created.text
+    location = created.headers["location"]
+    sent = client.patch(
+        location,
+        content=data,
+        headers={
+            **headers,
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert sent.status_code == 204, sent.text
+    return location.rsplit("/", 1)[-1]
+
+
+CAPTURE_FORM = {
+    "title": "Bumpy stone",
+    "object_type": "archaeological-find",
+    "place_name": "Chernihiv",
+    "country": "UA",
+    "captured_at": "2024-05-18",
+    "contributor_pseudonym": "olena",
+    "publish_as": "pseudonym",
+    "license": "CC-BY-4.0",
+    "permission_statement": "Found in our own garden.",
+    "permission_granted_by": "the owner",
+}
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_a_polycam_export_sent_from_the_capture_page_is_archived_as_a_depth_capture(
+    archive, virus_database, tmp_path
+):
+    from tests.synthetic_scene import make_scene, write_polycam_export
+
+    archive.settings.ingest.clamav_database = str(virus_database)
+    export = write_polycam_export(
+        tmp_path / "export", make_scene(cameras=6, width=160, height=120, focal=140.0)
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        for path in sorted(export.rglob("*")):
+            if path.is_file():
+                zipped.write(path, path.relative_to(export.parent).as_posix())
+    user(archive, "olena", "citizen")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "olena")
+        upload = tus_upload(client, csrf, buffer.getvalue(), filename="polycam.zip")
+        form = {
+            **CAPTURE_FORM,
+            "capture_mode": "lidar-depth",
+            "latitude": "51.4982",
+            "longitude": "31.2893",
+            "upload": upload,
+        }
+        answer = client.post("/capture", data=form, headers={"X-CSRF-Token": csrf})
+        assert answer.status_code == 202, answer.text
+        Worker(archive, ["ingest"], burst=True).run()
+        outcome = client.get(f"/api/v1/submissions/{answer.json()['submission']}").json()
+        assert outcome["status"] == "archived", outcome["summary"]
+        assert outcome["report"]["capture_layout"]["layout"] == "polycam-raw-data"
+        page = client.get(answer.json()["href"]).text
+    assert "51.498" not in page and "31.289" not in page  # sealed, not shown
+    assert not list((archive.settings.home / "uploads").rglob("*.bin"))  # nothing left behind
+    with reading(archive.engine) as conn:
+        sealed = conn.execute(select(func.count()).select_from(sealed_locations)).scalar_one()
+    assert sealed >= 1
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_a_museum_sends_a_bag_folder_file_by_file(archive, virus_database, corpora, tmp_path):
+    from tests.test_submit import CAPTURE
+
+    archive.settings.ingest.clamav_database = str(virus_database)
+    bag = make_bag(
+        corpora / "photogrammetry/opensfm-berlin/images", tmp_path / "bag", capture_metadata=CAPTURE
+    )
+    files = sorted(p for p in bag.rglob("*") if p.is_file())
+    user(archive, "museum-lviv", "museum")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "museum-lviv")
+        # A folder picked in the browser: every path starts with the folder's name.
+        uploads = [
+            tus_upload(
+                client,
+                csrf,
+                path.read_bytes(),
+                filename=path.name,
+                relativePath="berlin-bag/" + path.relative_to(bag).as_posix(),
+            )
+            for path in files
+        ]
+        escaping = tus_upload(client, csrf, b"x", filename="x", relativePath="berlin-bag/../x")
+        refused = client.post(
+            "/submit", data={"upload": [*uploads[:1], escaping]}, headers={"X-CSRF-Token": csrf}
+        )
+        assert refused.status_code == 422
+        assert "not allowed" in refused.json()["detail"]
+        assert not (tmp_path.parent / "x").exists()
+        uploads = [
+            tus_upload(
+                client,
+                csrf,
+                path.read_bytes(),
+                filename=path.name,
+                relativePath="berlin-bag/" + path.relative_to(bag).as_posix(),
+            )
+            for path in files
+        ]
+        answer = client.post("/submit", data={"upload": uploads}, headers={"X-CSRF-Token": csrf})
+        assert answer.status_code == 202, answer.text
+        Worker(archive, ["ingest"], burst=True).run()
+        outcome = client.get(f"/api/v1/submissions/{answer.json()['submission']}").json()
+    assert outcome["status"] == "archived", outcome["summary"]
+    assert outcome["file_count"] == len(list((bag / "data").iterdir()))

@@ -34,6 +34,7 @@ from tests.browser import (
     sign_in,
     user,
 )
+from tests.conftest import REPO
 from tests.test_access import gps_of
 from tests.test_dissemination_api import archived_model
 from tests.test_fixity_audit import audit, flip_a_bit
@@ -344,3 +345,53 @@ def test_a_visitor_never_sees_precise_coordinates_and_a_partner_sees_them_logged
         e["actor"] == "partner-uzhhorod" and "damage assessment" in json.dumps(e, default=str)
         for e in entries
     ), entries
+
+
+AXE = REPO / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def accessibility_violations(page) -> list[str]:
+    """axe-core's WCAG 2.1 A and AA rules on the page as it is now."""
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        """async () => {
+            const result = await axe.run(document, {
+                runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+            });
+            return result.violations.map((v) =>
+                `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+        }"""
+    )
+    return found
+
+
+def test_every_page_passes_the_accessibility_checks(
+    archive, env, server, browser, corpora, tmp_path
+):
+    assert AXE.is_file(), "axe-core comes with `make test` (frontend/package.json)"
+    bunny = archived_model(
+        archive, env, tmp_path, corpora / "3d-models/bunny-multiformat/bunny.glb", "Bunny"
+    )
+    pages = {
+        None: ["/", "/?q=bunny", f"/objects/{bunny}", "/signin", "/objects/ark:99999/b3none0"],
+        "citizen": ["/capture", "/submit", "/submissions", "/account"],
+        "researcher": ["/requests", f"/objects/{bunny}"],
+        "officer": ["/officer", f"/officer/objects/{bunny}"],
+    }
+    problems = {}
+    for role, paths in pages.items():
+        for viewport in (PHONE, DESKTOP):
+            page = new_page(browser, viewport)
+            if role:
+                sign_in(page, server, user(archive, f"{role}-{viewport['width']}", role))
+            for path in paths:
+                for language in ("en", "uk"):
+                    separator = "&" if "?" in path else "?"
+                    page.goto(f"{server.base}{path}{separator}lang={language}")
+                    page.wait_for_load_state("networkidle")
+                    found = accessibility_violations(page)
+                    if found:
+                        problems[f"{path} {language} {viewport['width']}px"] = found
+                    assert fits_the_screen(page) or viewport is DESKTOP, path
+            page.context.close()
+    assert problems == {}

@@ -186,7 +186,14 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         return who
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.include_router(tus_router(archive, uploader, prefix=TUS_PREFIX))
+    app.include_router(
+        tus_router(
+            archive,
+            uploader,
+            prefix=TUS_PREFIX,
+            bytes_per_day=archive.settings.web.upload_bytes_per_day,
+        )
+    )
     app.include_router(pages_router(archive))
     install_page_errors(app, archive)
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -400,8 +402,43 @@ def format_metadata(metadata: dict[str, str]) -> str:
     )
 
 
+def _within_daily_allowance(
+    folder: Path, owner: str, length: int, allowance: int, now: datetime
+) -> int | None:
+    """Record `length` bytes against the owner's day and return None, or return the bytes
+    already used when `length` would exceed `allowance` in the last 24 hours. A ledger file per
+    owner (name hashed) under an exclusive lock: it outlives restarts and is shared by every
+    server process on the archive."""
+    ledgers = folder / "ledgers"
+    ledgers.mkdir(mode=0o700, exist_ok=True)
+    path = ledgers / (hashlib.sha256(owner.encode()).hexdigest()[:32] + ".log")
+    since = (now - timedelta(days=1)).timestamp()
+    with open(path, "a+", encoding="ascii") as ledger:
+        fcntl.flock(ledger, fcntl.LOCK_EX)
+        ledger.seek(0)
+        recent = []
+        for line in ledger:
+            at, _, size = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                if float(at) > since:
+                    recent.append((float(at), int(size)))
+        used = sum(size for _at, size in recent)
+        if used + length > allowance:
+            return used
+        # Rewritten with the day's entries only, so the ledger stays small.
+        ledger.seek(0)
+        ledger.truncate()
+        for at, size in [*recent, (now.timestamp(), length)]:
+            ledger.write(f"{at:.3f} {size}\n")
+    return None
+
+
 def tus_router(
-    archive: Archive, who: Callable[..., Viewer], *, prefix: str = "/uploads"
+    archive: Archive,
+    who: Callable[..., Viewer],
+    *,
+    prefix: str = "/uploads",
+    bytes_per_day: int | None = None,
 ) -> APIRouter:
     """The tus endpoints: POST `prefix` creates an upload at `prefix/<id>`, which takes HEAD,
     PATCH and DELETE; OPTIONS on either describes the server. `who` is the dependency that says
@@ -516,6 +553,14 @@ def tus_router(
                     f"your uploads would hold {held + length} bytes, more than the {held_cap} "
                     "allowed at once: submit or delete some first",
                 )
+            if bytes_per_day is not None:
+                used = _within_daily_allowance(folder, owner, length, bytes_per_day, now)
+                if used is not None:
+                    raise HTTPException(
+                        429,
+                        f"{used} of your {bytes_per_day} bytes a day are used: try again "
+                        "tomorrow, or ask the archive to raise web.upload_bytes_per_day",
+                    )
             upload = _Upload(
                 id=str(uuid.uuid4()),
                 folder=folder,
