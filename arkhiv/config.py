@@ -147,7 +147,10 @@ class WebSettings(_Section):
         10, ge=1, description="sign-in attempts allowed per client address and per user name"
     )
     uploads_per_hour: int = Field(
-        200, ge=1, description="resumable (tus) uploads one user may start per hour"
+        2000,
+        ge=1,
+        description="resumable (tus) uploads one user may start per hour (a bag folder sent "
+        "from the browser is one upload per file)",
     )
     upload_bytes_per_day: int = Field(
         50 * 1024**3, ge=1, description="bytes one user may upload per day"

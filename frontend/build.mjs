@@ -28,7 +28,16 @@ await build({
   logLevel: "warning",
 });
 
+await build({
+  entryPoints: { "meshopt-decoder": join(here, "src", "meshopt-decoder.js") },
+  bundle: true,
+  minify: true,
+  format: "iife", // loaded by <model-viewer> as a classic script
+  target: ["es2020"],
+  outdir: out,
+  logLevel: "warning",
+});
+
 const libs = join(here, "node_modules", "three", "examples", "jsm", "libs");
 cpSync(join(libs, "draco", "gltf"), join(out, "draco"), { recursive: true });
-cpSync(join(libs, "meshopt_decoder.module.js"), join(out, "meshopt_decoder.module.js"));
 console.log(`built ${out}`);

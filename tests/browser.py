@@ -94,6 +94,15 @@ def new_page(browser, viewport=DESKTOP, **options):
     )
     page = context.new_page()
     page.set_default_timeout(60_000)
+    # Script errors and refusals (CSP, failed loads) are kept for the tests to look at.
+    page.problems = []
+    page.on("pageerror", lambda error: page.problems.append(f"error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            page.problems.append(f"console: {message.text}") if message.type == "error" else None
+        ),
+    )
     return page
 
 

@@ -439,7 +439,7 @@ def test_web_settings_defaults():
     assert web.session_idle == timedelta(minutes=120)
     assert web.session_max == timedelta(days=7)
     assert web.secure_cookies == "auto"
-    assert (web.sign_in_attempts_per_minute, web.uploads_per_hour) == (10, 200)
+    assert (web.sign_in_attempts_per_minute, web.uploads_per_hour) == (10, 2000)
     assert web.upload_bytes_per_day == 50 * 1024**3
     with pytest.raises(ValueError):
         WebSettings(secure_cookies="sometimes")

@@ -173,9 +173,14 @@ def test_the_capture_form_says_what_is_missing_and_uploads_stay_their_owners(arc
         headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
         answer = client.post("/capture", data={"title": "Church"}, headers=headers)
         assert answer.status_code == 422
-        detail = answer.json()["detail"]
-        for field in ("object.type", "object.place_name", "permission.statement", "rights.license"):
-            assert field in detail, detail
+        fields = answer.json()["fields"]  # by the form's own field names, for the page
+        for field in ("object_type", "place_name", "permission_statement", "license"):
+            assert fields[field] == "This field is required.", fields
+        wrong = client.post(
+            "/capture", data={"title": "Church", "latitude": "50.1x"}, headers=headers
+        )
+        assert wrong.status_code == 422 and "50.1" not in wrong.text
+        assert wrong.json()["fields"] == {"latitude": "The position is not a number."}
         tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "3", "X-CSRF-Token": csrf}
         upload = client.post("/uploads", headers=tus).headers["location"].rsplit("/", 1)[-1]
         client.patch(
@@ -420,3 +425,95 @@ def test_a_museum_sends_a_bag_folder_file_by_file(archive, virus_database, corpo
         outcome = client.get(f"/api/v1/submissions/{answer.json()['submission']}").json()
     assert outcome["status"] == "archived", outcome["summary"]
     assert outcome["file_count"] == len(list((bag / "data").iterdir()))
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_failing_in_someone_elses_name_does_not_lock_them_out(archive):
+    user(archive, "olena", "citizen")
+    archive.settings.web.sign_in_attempts_per_minute = 2
+    app = create_app(archive, embedded_worker=False)
+    with TestClient(app, client=("203.0.113.9", 4000)) as stranger:
+        csrf = csrf_of(stranger.get("/signin").text)
+        for _ in range(3):
+            stranger.post(
+                "/signin", data={"csrf_token": csrf, "username": "olena", "password": "x"}
+            )
+        refused = stranger.post(
+            "/signin", data={"csrf_token": csrf, "username": "olena", "password": PASSWORD}
+        )
+        assert refused.status_code == 429  # this address is done for a minute
+    with TestClient(app, client=("198.51.100.7", 4000)) as owner:
+        signed_in(owner, "olena")  # her own sign-in still works
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_a_session_opened_with_a_token_ends_with_the_token(archive):
+    from arkhiv.access.viewers import issue_token, revoke_token
+    from arkhiv.catalog.database import writing
+
+    user(archive, "partner-1", "partner")
+    with writing(archive.engine) as conn:
+        token_id, token = issue_token(conn, "partner-1")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = csrf_of(client.get("/signin").text)
+        answer = client.post(
+            "/signin", data={"csrf_token": csrf, "token": token}, follow_redirects=False
+        )
+        assert answer.status_code == 303
+        assert client.get("/account").status_code == 200
+        with writing(archive.engine) as conn:
+            revoke_token(conn, token_id)
+        assert client.get("/account", follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_a_link_cannot_make_a_partner_disclose_a_location(archive):
+    user(archive, "partner-1", "partner")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "partner-1")
+        address = "/api/v1/objects/ark:99999/b3nothing1/location?precise=true&purpose=x"
+        assert client.get(address).status_code == 403  # a cookie alone: no
+        assert client.get(address, headers={"X-CSRF-Token": csrf}).status_code == 404
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_pages_cannot_be_framed_and_bad_addresses_get_pages(archive):
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        page = client.get("/")
+        assert page.headers["x-frame-options"] == "DENY"
+        policy = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy
+        assert "https://tile.openstreetmap.org" in policy  # the map's tiles, nothing else
+        bad = client.get("/?page=abc")
+        assert bad.status_code == 422 and "text/html" in bad.headers["content-type"]
+        assert "abc" not in bad.text.split("<main")[1]  # the input is not repeated
+        api = client.get("/api/v1/objects?limit=abc")
+        assert api.status_code == 422 and api.headers["content-type"] == "application/json"
+        ukrainian = client.get("/?page=abc&lang=uk")
+        assert "Значення в адресі недійсне." in ukrainian.text
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_a_resent_form_makes_one_submission_and_a_refused_one_keeps_the_files(
+    archive, virus_database, corpora
+):
+    archive.settings.ingest.clamav_database = str(virus_database)
+    photo = (corpora / "photogrammetry/opensfm-berlin/images/01.jpg").read_bytes()
+    user(archive, "olena", "citizen")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "olena")
+        headers = {"X-CSRF-Token": csrf}
+        clash = [
+            tus_upload(client, csrf, photo, filename="a", relativePath="set/a"),
+            tus_upload(client, csrf, photo, filename="b", relativePath="set/a/b"),
+        ]
+        refused = client.post("/capture", data={**CAPTURE_FORM, "upload": clash}, headers=headers)
+        assert refused.status_code == 422
+        assert refused.json()["detail"] == "A file has the same name as a folder."
+        form = {**CAPTURE_FORM, "upload": clash[:1], "submission_key": "form-1-abcdef"}
+        first = client.post("/capture", data=form, headers=headers)
+        again = client.post("/capture", data=form, headers=headers)  # the answer was lost
+        assert first.status_code == again.status_code == 202, first.text
+        assert first.json()["submission"] == again.json()["submission"]
+    with reading_submissions(archive) as count:
+        assert count == 1

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, delete, insert, or_, select, update
 from arkhiv.access.viewers import Unauthorized, Viewer
 from arkhiv.catalog import audit_log
 from arkhiv.catalog.database import now
-from arkhiv.catalog.tables import users, web_sessions
+from arkhiv.catalog.tables import api_tokens, users, web_sessions
 from arkhiv.errors import ArkhivError
 from arkhiv.policies.access import AccessPolicy
 
@@ -140,10 +140,16 @@ def _session_hash(cookie_value: str) -> str:
 
 
 def start_session(
-    conn: Connection, username: str, *, idle: timedelta, absolute: timedelta
+    conn: Connection,
+    username: str,
+    *,
+    idle: timedelta,
+    absolute: timedelta,
+    token_id: int | None = None,
 ) -> tuple[str, str]:
     """Open a session for a user who has just signed in: (cookie value, CSRF token). The cookie
-    value is not stored and cannot be recovered. The session lasts `absolute` at most. `idle`
+    value is not stored and cannot be recovered. The session lasts `absolute` at most, and no
+    longer than the API token it was opened with (`token_id`), if any. `idle`
     is only checked for sense here: `session_viewer` applies it on every request, so that a
     changed setting applies to sessions already open."""
     if idle <= timedelta(0) or absolute <= timedelta(0):
@@ -162,6 +168,7 @@ def start_session(
             created_at=at,
             last_seen_at=at,
             expires_at=at + absolute,
+            token_id=token_id,
         )
     )
     audit_log.append(conn, username, "account.signed-in", username)
@@ -177,14 +184,27 @@ def session_viewer(
     if not cookie_value:
         return None
     row = conn.execute(
-        select(web_sessions, users.c.username, users.c.role, users.c.disabled)
+        select(
+            web_sessions,
+            users.c.username,
+            users.c.role,
+            users.c.disabled,
+            api_tokens.c.revoked_at.label("token_revoked_at"),
+            api_tokens.c.expires_at.label("token_expires_at"),
+        )
         .join(users, users.c.id == web_sessions.c.user_id)
+        .outerjoin(api_tokens, api_tokens.c.id == web_sessions.c.token_id)
         .where(web_sessions.c.session_hash == _session_hash(cookie_value))
     ).first()
     if row is None or row.revoked_at is not None or row.disabled:
         return None
     at: datetime = now(conn)
     if row.expires_at <= at or row.last_seen_at + idle <= at:
+        return None
+    if row.token_id is not None and (
+        row.token_revoked_at is not None
+        or (row.token_expires_at is not None and row.token_expires_at <= at)
+    ):
         return None
     if row.role not in policy.roles:
         return None

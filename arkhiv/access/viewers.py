@@ -124,6 +124,12 @@ def viewer_for_token(conn: Connection, policy: AccessPolicy, token: str | None) 
     return Viewer(row.username, row.role, policy)
 
 
+def token_id(conn: Connection, token: str) -> int | None:
+    return conn.execute(
+        select(api_tokens.c.id).where(api_tokens.c.token_hash == _hash(token))
+    ).scalar()
+
+
 def touch_due(conn: Connection, token: str) -> bool:
     """Whether the token's last use should be recorded (see `touch`): read first, so that most
     requests write nothing."""

@@ -106,6 +106,7 @@ def search_objects(
             record["period"].as_string().label("period"),
             start.label("date_start"),
             record["date_end"].as_string().label("date_end"),
+            record["public_location"].label("public_location"),  # the coarse cell only
         )
         .where(objects.c.head_version > 0)
         .order_by(objects.c.updated_at.desc(), objects.c.id)

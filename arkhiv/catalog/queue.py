@@ -287,11 +287,17 @@ class JobQueue:
             return Job.from_row(row) if row else None
 
     def list(
-        self, queue: str | None = None, status: str | None = None, limit: int = 50
+        self,
+        queue: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        kind: str | None = None,
     ) -> list[Job]:
         query = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
         if queue:
             query = query.where(jobs.c.queue == queue)
+        if kind:
+            query = query.where(jobs.c.kind == kind)
         if status:
             query = query.where(jobs.c.status == status)
         with reading(self.engine) as conn:

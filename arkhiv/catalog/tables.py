@@ -111,6 +111,8 @@ web_sessions = Table(
     Column("last_seen_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # Signed in with an API token: the session ends when the token does.
+    Column("token_id", Integer, ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=True),
 )
 
 # Objects, versions, files ---------------------------------------------------------------------

@@ -56,7 +56,7 @@ from arkhiv.jobs.ingest import receive_submission
 from arkhiv.jobs.scheduler import Scheduler
 from arkhiv.jobs.worker import Worker
 from arkhiv.policies.access import Permission
-from arkhiv.web.pages import TUS_PREFIX, install_page_errors, pages_router
+from arkhiv.web.pages import TUS_PREFIX, install_page_errors, pages_router, sweep_assemblies
 from arkhiv.web.security import RateLimiter
 from arkhiv.web.tus import sweep_expired, tus_router
 from arkhiv.web.visits import check_csrf, visit_of
@@ -175,7 +175,8 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         """The tus endpoint's caller; starting uploads is rate-limited per user."""
         if who.name == ANONYMOUS:
             raise Unauthorized("sign in to upload")
-        if request.method == "POST" and request.headers.get("x-http-method-override") is None:
+        # Every POST to the collection creates an upload, whatever a method override says.
+        if request.method == "POST" and request.url.path.rstrip("/") == TUS_PREFIX:
             wait = upload_starts.hit(who.name)
             if wait:
                 raise HTTPException(
@@ -553,11 +554,16 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         },
     )
     def object_location(
+        request: Request,
         object_id: str,
         precise: bool = False,
         purpose: str = Query("", max_length=500, description="why (required with precise)"),
         who: Viewer = Depends(viewer),
     ) -> dict[str, Any]:
+        if precise:
+            # A disclosure is written to the audit log: not something another site may make a
+            # signed-in partner's browser do with a link.
+            check_csrf(visit_of(archive, request), request, even_if_safe=True)
         identifier = _identifier(object_id)
         with reading(archive.engine) as conn:
             row = catalog_objects.get_object(conn, identifier)
@@ -631,6 +637,7 @@ async def _sweep_uploads(archive: Archive, every_s: float = 3600) -> None:
     while True:
         try:
             await run_in_threadpool(sweep_expired, archive)
+            await run_in_threadpool(sweep_assemblies, archive)
         except Exception:  # never let a sweep take the server down; the next one tries again
             log.exception("sweeping expired uploads failed")
         await asyncio.sleep(every_s)

@@ -8,9 +8,13 @@ Forms carry the CSRF token; uploads go through the tus endpoint (`arkhiv.web.tus
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import math
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -27,7 +31,14 @@ from sqlalchemy import select
 from arkhiv import __version__
 from arkhiv.access.accounts import authenticate, end_session, set_password, start_session
 from arkhiv.access.disclosure import object_view, precise_locations
-from arkhiv.access.viewers import Forbidden, Unauthorized, Viewer, viewer_for_token
+from arkhiv.access.viewers import (
+    Forbidden,
+    Unauthorized,
+    Viewer,
+    anonymous,
+    token_id,
+    viewer_for_token,
+)
 from arkhiv.aip.show import object_document
 from arkhiv.archive import Archive
 from arkhiv.catalog import events as catalog_events
@@ -35,7 +46,7 @@ from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog import submissions as catalog_submissions
 from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.tables import submissions as submissions_table
-from arkhiv.errors import ArkhivError
+from arkhiv.errors import ArkhivError, CatalogUnavailable
 from arkhiv.identifiers import IdentifierError, normalize
 from arkhiv.ingest.capture_metadata import (
     METADATA_FILE,
@@ -53,11 +64,12 @@ from arkhiv.metadata.premis_vocabulary import EventType
 from arkhiv.policies.access import Permission
 from arkhiv.web import i18n
 from arkhiv.web.security import RateLimiter, client_key, cookie_name, cookie_options
-from arkhiv.web.tus import UploadError, discard, finished_upload
-from arkhiv.web.visits import ANONYMOUS_CSRF_COOKIE, CSRF_FIELD, Visit, check_csrf, visit_of
+from arkhiv.web.tus import FinishedUpload, UploadError, discard, finished_upload
+from arkhiv.web.visits import CSRF_FIELD, Visit, anonymous_csrf_cookie, check_csrf, visit_of
 
 TUS_PREFIX = "/uploads"
 UPLOAD_CHUNK_BYTES = 512 * 1024  # small: a phone on a bad line loses at most this much
+MAX_FILES_PER_SUBMISSION = 20_000  # a bag folder sent file by file
 
 _environment = Environment(
     loader=PackageLoader("arkhiv.web", "templates"),
@@ -67,6 +79,9 @@ _environment = Environment(
     lstrip_blocks=True,
 )
 _environment.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)
+# A value from the catalogue (a type, a state) in the visitor's language. A filter, not `_()`:
+# newstyle gettext marks its result safe, and a value must be escaped like any other text.
+_environment.filters["label"] = lambda value: i18n.gettext_(str(value))
 _ = i18n.gettext_
 
 
@@ -92,7 +107,8 @@ def _ark(text: str) -> str:
 def pages_router(archive: Archive) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     settings = archive.settings
-    sign_in_limit = RateLimiter(settings.web.sign_in_attempts_per_minute, 60)
+    sign_in_failures = RateLimiter(settings.web.sign_in_attempts_per_minute, 60)
+    name_failures = RateLimiter(settings.web.sign_in_attempts_per_minute * 10, 60)
 
     def render(
         request: Request, visit: Visit, template: str, status: int = 200, **context: Any
@@ -105,8 +121,11 @@ def pages_router(archive: Archive) -> APIRouter:
     def finish(response: Response, visit: Visit, request: Request) -> None:
         # Pages change with the visitor; caches in between must not keep them.
         response.headers["Cache-Control"] = "no-store"
+        response.headers.update(page_headers(settings.web.map_tiles_url))
         if visit.new_anonymous_csrf:
-            response.set_cookie(ANONYMOUS_CSRF_COOKIE, visit.csrf, **cookie_options(visit.secure))
+            response.set_cookie(
+                anonymous_csrf_cookie(visit.secure), visit.csrf, **cookie_options(visit.secure)
+            )
         if request.query_params.get("lang") in i18n.LANGUAGES:
             response.set_cookie(
                 i18n.COOKIE,
@@ -128,7 +147,7 @@ def pages_router(archive: Archive) -> APIRouter:
 
     async def form_of(request: Request, visit: Visit) -> dict[str, Any]:
         form = await request.form()
-        check_csrf(visit, request, str(form.get(CSRF_FIELD, "")))
+        check_csrf(visit, request, form.get(CSRF_FIELD))
         return form
 
     def wants_json(request: Request) -> bool:
@@ -173,7 +192,7 @@ def pages_router(archive: Archive) -> APIRouter:
                 **{k: loc[k] for k in ("south", "west", "north", "east")},
             }
             for entry in found
-            if (loc := (entry.get("description") or {}).get("public_location"))
+            if (loc := entry.get("public_location"))
         ]
         return render(
             request,
@@ -238,6 +257,10 @@ def pages_router(archive: Archive) -> APIRouter:
                 request, visit, object_id, location_error=_("Say why you need the location.")
             )
         identifier = _ark(object_id)
+        with reading(archive.engine) as conn:
+            row = catalog_objects.get_object(conn, identifier)
+        if row is None or row["status"] == "withdrawn":
+            raise HTTPException(404, "no such object")  # and nothing written to the log
         found = await run_in_threadpool(
             precise_locations, archive, visit.viewer, identifier, purpose
         )
@@ -272,8 +295,8 @@ def pages_router(archive: Archive) -> APIRouter:
         visit = signed_in(request, Permission.REQUEST_DIPS)
         jobs = [
             job
-            for job in archive.queue.list(status=None, limit=500)
-            if job.kind == DIP_KIND and job.payload.get("recipient") == visit.viewer.name
+            for job in archive.queue.list(kind=DIP_KIND, limit=5000)
+            if job.payload.get("recipient") == visit.viewer.name
         ]
         rows = [
             {
@@ -302,18 +325,32 @@ def pages_router(archive: Archive) -> APIRouter:
         visit = signed_in(request, Permission.SUBMIT)
         return render(request, visit, "capture.html", **upload_form_context())
 
+    async def upload_form(request: Request, visit: Visit):
+        # A bag folder is thousands of files, each an upload id: more fields than the default.
+        form = await request.form(max_fields=MAX_FILES_PER_SUBMISSION + 100, max_files=0)
+        check_csrf(visit, request, request.headers.get("X-CSRF-Token") or form.get(CSRF_FIELD))
+        return form
+
     @router.post("/capture")
     async def capture_submit(request: Request):
         visit = signed_in(request, Permission.SUBMIT)
-        form = await request.form()
-        check_csrf(visit, request, request.headers.get("X-CSRF-Token") or form.get(CSRF_FIELD))
+        form = await upload_form(request, visit)
         try:
             document = _capture_document(form, visit.language)
-        except ValidationError as exc:
-            return JSONResponse({"detail": _field_errors(exc)}, status_code=422)
-        uploads = [str(u) for u in form.getlist("upload")][:10_000]
+        except FormProblems as exc:
+            return JSONResponse(
+                {"detail": "; ".join(exc.fields.values()), "fields": exc.fields},
+                status_code=422,
+            )
+        if form.get("check_only"):  # the page asks before sending any file
+            return JSONResponse({"ok": True})
         return await run_in_threadpool(
-            _submit_uploads, archive, visit.viewer, uploads, document, "capture"
+            _submit_uploads,
+            archive,
+            visit.viewer,
+            _upload_ids(form),
+            document,
+            str(form.get("submission_key", "")),
         )
 
     @router.get("/submit", response_class=HTMLResponse)
@@ -330,10 +367,17 @@ def pages_router(archive: Archive) -> APIRouter:
     @router.post("/submit")
     async def museum_submit(request: Request):
         visit = signed_in(request, Permission.SUBMIT)
-        form = await request.form()
-        check_csrf(visit, request, request.headers.get("X-CSRF-Token") or form.get(CSRF_FIELD))
-        uploads = [str(u) for u in form.getlist("upload")][:100_000]
-        return await run_in_threadpool(_submit_uploads, archive, visit.viewer, uploads, None, "bag")
+        form = await upload_form(request, visit)
+        if form.get("check_only"):
+            return JSONResponse({"ok": True})
+        return await run_in_threadpool(
+            _submit_uploads,
+            archive,
+            visit.viewer,
+            _upload_ids(form),
+            None,
+            str(form.get("submission_key", "")),
+        )
 
     @router.get("/submissions", response_class=HTMLResponse)
     def my_submissions(request: Request):
@@ -464,9 +508,13 @@ def pages_router(archive: Archive) -> APIRouter:
 
     # --- accounts ----------------------------------------------------------------------------
 
-    def new_session(conn, username: str) -> str:
+    def new_session(conn, username: str, token: int | None = None) -> str:
         cookie, _csrf = start_session(
-            conn, username, idle=settings.web.session_idle, absolute=settings.web.session_max
+            conn,
+            username,
+            idle=settings.web.session_idle,
+            absolute=settings.web.session_max,
+            token_id=token,
         )
         return cookie
 
@@ -492,10 +540,16 @@ def pages_router(archive: Archive) -> APIRouter:
         password = str(form.get("password", ""))
         token = str(form.get("token", "")).strip()
         target = _local(str(form.get("next", "/")))
-        wait = max(
-            sign_in_limit.hit("address:" + client_key(request)),
-            sign_in_limit.hit("user:" + username.lower()) if username else 0,
-        )
+        # Failures count, per address and per name at that address; a name alone gets a far
+        # higher ceiling, so that nobody can lock a user out by failing in their name.
+        address = client_key(request)
+        keys = [(sign_in_failures, "address:" + address)]
+        if username:
+            keys += [
+                (sign_in_failures, f"user:{username.lower()}@{address}"),
+                (name_failures, "user:" + username.lower()),
+            ]
+        wait = max(limiter.retry_after(key) for limiter, key in keys)
         if wait:
             page = render(
                 request,
@@ -512,10 +566,13 @@ def pages_router(archive: Archive) -> APIRouter:
             with writing(archive.engine) as conn:
                 if token:
                     viewer = viewer_for_token(conn, settings.access, token)
+                    cookie = new_session(conn, viewer.name, token_id(conn, token))
                 else:
                     viewer = authenticate(conn, settings.access, username, password)
-                cookie = new_session(conn, viewer.name)
+                    cookie = new_session(conn, viewer.name)
         except Unauthorized:
+            for limiter, key in keys:
+                limiter.hit(key)
             return render(
                 request,
                 visit,
@@ -558,7 +615,7 @@ def pages_router(archive: Archive) -> APIRouter:
         new = str(form.get("new", ""))
         grant = settings.access.roles.get(visit.viewer.role)
         permissions = [p.value for p in (grant.permissions if grant else [])]
-        if sign_in_limit.hit("user:" + visit.viewer.name.lower()):
+        if sign_in_failures.retry_after(f"password:{visit.viewer.name}"):
             return render(
                 request,
                 visit,
@@ -573,6 +630,7 @@ def pages_router(archive: Archive) -> APIRouter:
                 set_password(conn, visit.viewer.name, new)
                 cookie = new_session(conn, visit.viewer.name)
         except Unauthorized:
+            sign_in_failures.hit(f"password:{visit.viewer.name}")
             return render(
                 request,
                 visit,
@@ -588,6 +646,27 @@ def pages_router(archive: Archive) -> APIRouter:
         return with_session(RedirectResponse("/account?changed=1", status_code=303), visit, cookie)
 
     return router
+
+
+def page_headers(tiles_url: str) -> dict[str, str]:
+    """No framing (the forms cannot be clicked through a disguise), scripts from this site only;
+    images may also come from the map's tile server. WebAssembly (the mesh decoders) and blob:
+    workers and images are what the 3D viewer needs."""
+    tiles = ""
+    if tiles_url.startswith(("https://", "http://")):
+        tiles = " " + "/".join(tiles_url.split("/")[:3])
+    policy = (
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
+        f"img-src 'self' data: blob:{tiles}; style-src 'self' 'unsafe-inline'; "
+        "connect-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
 
 
 def render_page(
@@ -611,7 +690,12 @@ def render_page(
 
 def install_page_errors(app, archive: Archive) -> None:
     """Pages answer errors with pages; the API keeps its JSON answers."""
-    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.exception_handlers import (
+        http_exception_handler,
+        request_validation_exception_handler,
+    )
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     def is_page(request: Request) -> bool:
         path = request.url.path
@@ -621,10 +705,19 @@ def install_page_errors(app, archive: Archive) -> None:
             )
         )
 
+    def visit_of_or_none(request: Request) -> Visit | None:
+        try:
+            return visit_of(archive, request)
+        except Exception:  # the catalog itself may be what failed
+            return None
+
     def error_page(request: Request, status: int, message: str) -> HTMLResponse:
-        visit = visit_of(archive, request)
+        visit = visit_of_or_none(request) or Visit(
+            anonymous(archive.settings.access), "", False, i18n.DEFAULT, False
+        )
         page = render_page(archive, request, visit, "error.html", status=status, message=message)
-        return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store", **page_headers(archive.settings.web.map_tiles_url)}
+        return HTMLResponse(page, status_code=status, headers=headers)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, _exc: SignInRequired):
@@ -633,27 +726,38 @@ def install_page_errors(app, archive: Archive) -> None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/signin?next={_quote(target)}", status_code=303)
 
-    previous_forbidden = app.exception_handlers.get(Forbidden)
+    # (status, what the page says) per error; None: the exception's own. The API's answers
+    # stay as they were registered (JSON).
+    page_errors: dict[type[Exception], tuple[int | None, Callable[[], str] | None]] = {
+        Forbidden: (403, None),
+        Unauthorized: (401, None),
+        CatalogUnavailable: (503, lambda: _("The archive's catalog cannot be reached. Try later.")),
+        ArkhivError: (422, None),
+        RequestValidationError: (422, lambda: _("A value in the address is not valid.")),
+        HTTPException: (None, None),
+        StarletteHTTPException: (None, None),
+    }
+    api_defaults = {
+        RequestValidationError: request_validation_exception_handler,
+        HTTPException: http_exception_handler,
+        StarletteHTTPException: http_exception_handler,
+    }
 
-    @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, exc: Forbidden):
-        if is_page(request) and not wants_json_request(request):
-            return error_page(request, 403, str(exc))
-        return await previous_forbidden(request, exc)
+    def page_aware(kind: type[Exception], status: int | None, message: Callable[[], str] | None):
+        api_handler = app.exception_handlers.get(kind) or api_defaults[kind]
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException):
-        if is_page(request) and not wants_json_request(request):
-            return error_page(request, exc.status_code, str(exc.detail))
-        return await http_exception_handler(request, exc)
+        async def handler(request: Request, exc: Exception):
+            if is_page(request) and not wants_json_request(request):
+                code = status or getattr(exc, "status_code", 500)
+                visit_of_or_none(request)  # the visitor's language for the message
+                text = message() if message else str(getattr(exc, "detail", None) or exc)
+                return error_page(request, code, text)
+            return await api_handler(request, exc)
 
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+        return handler
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _not_found(request: Request, exc: StarletteHTTPException):
-        if is_page(request) and not wants_json_request(request):
-            return error_page(request, exc.status_code, str(exc.detail))
-        return await http_exception_handler(request, exc)
+    for kind, (status, message) in page_errors.items():
+        app.add_exception_handler(kind, page_aware(kind, status, message))
 
 
 def wants_json_request(request: Request) -> bool:
@@ -721,6 +825,19 @@ def _capture_document(form, language: str) -> dict[str, Any]:
         value = str(form.get(name, "")).strip()
         return value or None
 
+    def number(name: str) -> float | None:
+        value = text(name)
+        if value is None:
+            return None
+        try:
+            found = float(value)
+        except ValueError:
+            found = math.nan
+        if not math.isfinite(found):
+            # The value is not repeated: it may be a position.
+            raise FormProblems({name: _("The position is not a number.")})
+        return found
+
     heritage: dict[str, Any] = {
         "title": text("title"),
         "type": text("object_type"),
@@ -736,15 +853,15 @@ def _capture_document(form, language: str) -> dict[str, Any]:
         heritage["condition"] = {"status": text("condition")}
         if text("condition_note"):
             heritage["condition"]["note"] = text("condition_note")
-    latitude, longitude = text("latitude"), text("longitude")
-    if latitude and longitude:
+    latitude, longitude = number("latitude"), number("longitude")
+    if latitude is not None and longitude is not None:
         coordinates: dict[str, Any] = {
-            "latitude": float(latitude),
-            "longitude": float(longitude),
+            "latitude": latitude,
+            "longitude": longitude,
             "method": "device-gps",
         }
-        if text("accuracy_m"):
-            coordinates["accuracy_m"] = float(text("accuracy_m"))
+        if number("accuracy_m") is not None:
+            coordinates["accuracy_m"] = number("accuracy_m")
         heritage["coordinates"] = coordinates
     publish_as = text("publish_as") or PublishAs.PSEUDONYM.value
     contributor: dict[str, Any] = {"publish_as": publish_as}
@@ -766,16 +883,62 @@ def _capture_document(form, language: str) -> dict[str, Any]:
             "granted_by": text("permission_granted_by"),
         },
     }
-    CaptureMetadata.model_validate(document)
+    try:
+        CaptureMetadata.model_validate(document)
+    except ValidationError as exc:
+        raise FormProblems(_form_fields(exc)) from None
     return document
 
 
-def _field_errors(exc: ValidationError) -> str:
-    lines = []
+class FormProblems(Exception):
+    """What is wrong with a form, by the name of the field it concerns."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(fields.values()))
+        self.fields = fields
+
+
+# Where each part of capture-metadata.json comes from on the capture form.
+FORM_FIELDS = {
+    ("object", "title"): "title",
+    ("object", "type"): "object_type",
+    ("object", "place_name"): "place_name",
+    ("object", "country"): "country",
+    ("object", "description"): "description",
+    ("object", "condition"): "condition",
+    ("object", "coordinates"): "latitude",
+    ("capture", "captured_at"): "captured_at",
+    ("capture", "mode"): "capture_mode",
+    ("contributor",): "contributor_pseudonym",
+    ("rights",): "license",
+    ("permission", "statement"): "permission_statement",
+    ("permission", "granted_by"): "permission_granted_by",
+}
+
+
+def _form_fields(exc: ValidationError) -> dict[str, str]:
+    fields: dict[str, str] = {}
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
-        lines.append(f"{where}: {error['msg']}")
-    return "; ".join(lines)
+        location = tuple(str(part) for part in error["loc"])
+        field = next(
+            (
+                name
+                for prefix, name in sorted(FORM_FIELDS.items(), key=lambda i: -len(i[0]))
+                if location[: len(prefix)] == prefix
+            ),
+            "title",
+        )
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing" or error.get("input") in (None, ""):
+            message = _("This field is required.")
+        fields.setdefault(field, message)
+    return fields
+
+
+def _upload_ids(form) -> list[str]:
+    return [value for value in form.getlist("upload") if isinstance(value, str)][
+        :MAX_FILES_PER_SUBMISSION
+    ]
 
 
 def _safe_relative(path: str) -> Path | None:
@@ -794,69 +957,81 @@ def _submit_uploads(
     viewer: Viewer,
     upload_ids: list[str],
     capture_document: dict[str, Any] | None,
-    kind: str,
+    submission_key: str,
 ) -> JSONResponse:
     """Turn finished uploads into one submission. For a capture (`capture_document` given):
     the photos or the Polycam export and the metadata from the form, bagged by Arkhiv. For a
-    museum: one zipped bag, or the files of a bag folder with their relative paths."""
+    museum: one zipped bag, or the files of a bag folder with their relative paths.
+
+    `submission_key` (the page's own, per form) makes a resent form safe: the first request
+    claims the key, a second one made while the first runs is refused (409), and one made
+    after it gets the same submission. The uploads stay until the submission exists, so a
+    request that fails can be sent again."""
     if not upload_ids:
         return JSONResponse({"detail": _("No files were uploaded.")}, status_code=422)
+    claim = (
+        _claims(archive)
+        / hashlib.sha256(f"{viewer.name}\n{submission_key or uuid.uuid4()}".encode()).hexdigest()[
+            :40
+        ]
+    )
     try:
-        uploads = [finished_upload(archive, upload_id, viewer.name) for upload_id in upload_ids]
-    except UploadError as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        claim.mkdir()
+    except FileExistsError:
+        made = claim / "submission"
+        if made.is_file():
+            return _submitted(made.read_text("ascii"), None, [])
+        return JSONResponse({"detail": _("This form is being submitted already.")}, status_code=409)
     assembly = archive.settings.home / "uploads" / "assembly" / str(uuid.uuid4())
     assembly.mkdir(parents=True, mode=0o700)
+    done = False
     try:
+        uploads = [finished_upload(archive, upload_id, viewer.name) for upload_id in upload_ids]
         single_archive = len(uploads) == 1 and uploads[0].filename.lower().endswith(
             (".zip", ".tar", ".tar.gz", ".tgz")
         )
         if single_archive and capture_document is None:
-            source = uploads[0].path  # a zipped bag: ingest unpacks and checks it
-            name = uploads[0].filename
-            plain = False
+            source, name, plain = uploads[0].path, uploads[0].filename, False
         else:
-            root = assembly / "package"
             if single_archive:
                 # A Polycam (or other app's) export: unpacked safely, then described.
-                root = receive(uploads[0].path, assembly / "unpacked", archive.settings.ingest)
+                try:
+                    root = receive(uploads[0].path, assembly / "unpacked", archive.settings.ingest)
+                except IntakeError as exc:
+                    problems = [
+                        p.replace(str(uploads[0].path), uploads[0].filename) for p in exc.problems
+                    ]
+                    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
             else:
-                root.mkdir()
-                relative = [
-                    _safe_relative(str(u.metadata.get("relativePath") or u.filename))
-                    for u in uploads
-                ]
-                if any(path is None for path in relative):
-                    return JSONResponse(
-                        {"detail": _("A file name or folder is not allowed.")}, status_code=422
-                    )
-                relative = _without_common_folder(relative)
-                if len(set(relative)) != len(relative):
-                    return JSONResponse(
-                        {"detail": _("Two files have the same name.")}, status_code=422
-                    )
-                for upload, path in zip(uploads, relative, strict=True):
-                    target = root / path
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(upload.path, target)  # same file system: no second copy
+                root = assembly / "package"
+                refused = _place(uploads, root)
+                if refused:
+                    return JSONResponse({"detail": refused}, status_code=422)
             if capture_document is not None:
                 (root / METADATA_FILE).write_text(
                     json.dumps(capture_document, ensure_ascii=False, indent=2), "utf-8"
                 )
-            source = root
-            name = (
-                f"{kind} {datetime.now(UTC):%Y-%m-%d %H:%M}" if capture_document else "bag folder"
-            )
-            plain = capture_document is not None
+            source, plain = root, capture_document is not None
+            kind = "capture" if plain else "bag folder"
+            name = f"{kind} {datetime.now(UTC):%Y-%m-%d %H:%M}"
         submission_id, job_id, problems = receive_submission(
             archive, source, viewer.name, plain=plain, source_name=name
         )
-    except IntakeError as exc:
-        return JSONResponse({"detail": "; ".join(exc.problems)}, status_code=422)
+        (claim / "submission").write_text(submission_id, "ascii")
+        done = True
+    except UploadError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
     finally:
         shutil.rmtree(assembly, ignore_errors=True)
-        for upload_id in upload_ids:
-            discard(archive, upload_id)
+        if done:
+            for upload_id in upload_ids:
+                discard(archive, upload_id)
+        else:
+            shutil.rmtree(claim, ignore_errors=True)
+    return _submitted(submission_id, job_id, problems)
+
+
+def _submitted(submission_id: str, job_id: int | None, problems: list[str]) -> JSONResponse:
     # Refused at intake or not, the submission has a page with its report.
     return JSONResponse(
         {
@@ -867,6 +1042,52 @@ def _submit_uploads(
         },
         status_code=202,
     )
+
+
+def _place(uploads: list[FinishedUpload], root: Path) -> str | None:
+    """Put the uploaded files at their relative paths under `root` (hard links: no copy, and
+    the uploads stay whole if the submission fails). A reason when the paths are not usable."""
+    relative = [_safe_relative(str(u.metadata.get("relativePath") or u.filename)) for u in uploads]
+    if any(path is None for path in relative):
+        return _("A file name or folder is not allowed.")
+    relative = _without_common_folder(relative)
+    if len(set(relative)) != len(relative):
+        return _("Two files have the same name.")
+    folders = {parent for path in relative for parent in path.parents}
+    if any(path in folders for path in relative):
+        return _("A file has the same name as a folder.")
+    root.mkdir()
+    for upload, path in zip(uploads, relative, strict=True):
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(upload.path, target)
+        except OSError:  # another file system, or one without hard links
+            shutil.copyfile(upload.path, target)
+    return None
+
+
+def _claims(archive: Archive) -> Path:
+    folder = archive.settings.home / "uploads" / "claims"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def sweep_assemblies(archive: Archive, older_than_s: float = 24 * 3600) -> int:
+    """Folders a crash left while files were put together into a package (they may hold a
+    capture's metadata, coordinates included) and old submission claims: removed after a day."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for parent in ("assembly", "claims"):
+        folder = archive.settings.home / "uploads" / parent
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+    return removed
 
 
 def _without_common_folder(paths: list[Path]) -> list[Path]:

@@ -64,6 +64,17 @@ class RateLimiter:
                 self._hits.popitem(last=False)
             return 0.0
 
+    def retry_after(self, key: str) -> float:
+        """Like `hit` without counting: 0 when a hit would be allowed now, else the seconds to
+        wait. For limits on failures, counted with `hit` only when an attempt fails."""
+        with self._lock:
+            window_start = self._clock() - self.per_seconds
+            times = self._hits.get(key)
+            recent = [at for at in times or () if at > window_start]
+            if len(recent) < self.limit:
+                return 0.0
+            return max(recent[0] - window_start, 1e-6)
+
     def __len__(self) -> int:
         """How many keys are remembered."""
         return len(self._hits)

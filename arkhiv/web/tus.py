@@ -199,6 +199,10 @@ def _lock_for_writing(upload: _Upload) -> int:
 
 def _remove(upload: _Upload) -> None:
     """Remove both files, never under a writer (UploadBusy)."""
+    if not upload.data.exists():
+        # Its data is gone (a crash, a hand): the record alone must not outlive it.
+        upload.info.unlink(missing_ok=True)
+        raise UploadNotFound(f"no upload {upload.id}")
     fd = _lock_for_writing(upload)
     try:
         upload.info.unlink(missing_ok=True)  # first: from here on the upload is unknown

@@ -17,6 +17,7 @@ from arkhiv.access.accounts import session_touch_due, session_viewer, touch_sess
 from arkhiv.access.viewers import Forbidden, Viewer, anonymous, viewer_for_token
 from arkhiv.archive import Archive
 from arkhiv.catalog.database import reading, writing
+from arkhiv.web import i18n
 from arkhiv.web.i18n import COOKIE as LANGUAGE_COOKIE
 from arkhiv.web.i18n import choose
 from arkhiv.web.security import cookie_name, cookies_secure, csrf_matches
@@ -25,6 +26,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 ANONYMOUS_CSRF_COOKIE = "arkhiv_csrf"
+
+
+def anonymous_csrf_cookie(secure: bool) -> str:
+    # Over https, __Host-: no sibling subdomain nor plain-http page can plant a known token.
+    return "__Host-" + ANONYMOUS_CSRF_COOKIE if secure else ANONYMOUS_CSRF_COOKIE
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ def visit_of(archive: Archive, request: Request) -> Visit:
     if found is None:
         found = _identify(archive, request)
         request.state.arkhiv_visit = found
+    # Here, in the thread that handles the request: messages made before the page is rendered
+    # (a refused sign-in, a form's errors) are then in the visitor's language too.
+    i18n.current_language.set(found.language)
     return found
 
 
@@ -79,18 +88,21 @@ def _identify(archive: Archive, request: Request) -> Visit:
         if found is not None:
             viewer, csrf = found
             return Visit(viewer, csrf, True, language, secure)
-    csrf = request.cookies.get(ANONYMOUS_CSRF_COOKIE)
+    csrf = request.cookies.get(anonymous_csrf_cookie(secure))
     fresh = not csrf
     return Visit(
         anonymous(policy), csrf or secrets.token_urlsafe(32), True, language, secure, fresh
     )
 
 
-def check_csrf(visit: Visit, request: Request, submitted: str | None = None) -> None:
+def check_csrf(
+    visit: Visit, request: Request, submitted: object = None, *, even_if_safe: bool = False
+) -> None:
     """Refuse a state-changing request authenticated by cookie without the right token (from
-    the form field, or the X-CSRF-Token header that the pages' scripts send)."""
-    if not visit.by_session or request.method in SAFE_METHODS:
+    the form field, or the X-CSRF-Token header that the pages' scripts send). `even_if_safe`:
+    a GET that has an effect all the same (a disclosure written to the audit log)."""
+    if not visit.by_session or (request.method in SAFE_METHODS and not even_if_safe):
         return
     given = submitted if submitted is not None else request.headers.get(CSRF_HEADER)
-    if not csrf_matches(visit.csrf, given):
+    if not isinstance(given, str) or not csrf_matches(visit.csrf, given):
         raise Forbidden("the form has expired or did not come from this site: reload the page")

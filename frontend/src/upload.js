@@ -29,6 +29,12 @@ class Uploader {
     this.sent = new Map();
     this.total = 0;
     this.waiting = [];
+    this.announced = -1;
+    // Files already on the server, kept when a later step fails, so nothing is sent twice.
+    this.finished = new Map();
+    // One key per form: a form sent again (a retry after a dropped answer) makes no second
+    // submission.
+    this.key = window.crypto?.randomUUID?.() || `${Date.now()}-${Math.random()}`.slice(2);
     window.addEventListener("online", () => this.resumeWaiting());
     form.addEventListener("submit", (event) => this.submit(event));
     form.querySelector("[data-locate]")?.addEventListener("click", () => this.locate());
@@ -70,7 +76,13 @@ class Uploader {
     }
     const percent = this.total ? Math.floor((sent / this.total) * 100) : 100;
     this.form.dataset.percent = String(percent);
-    this.say(`${this.text.msgUploading} ${humanBytes(sent)} / ${humanBytes(this.total)} (${percent} %)`);
+    // The bars move all the time; the spoken status only every tenth, not on every chunk.
+    if (Math.floor(percent / 10) !== this.announced) {
+      this.announced = Math.floor(percent / 10);
+      this.say(
+        `${this.text.msgUploading} ${humanBytes(sent)} / ${humanBytes(this.total)} (${percent} %)`,
+      );
+    }
   }
 
   // Network trouble never ends an upload: it waits for the connection and goes on. Only the
@@ -161,21 +173,81 @@ class Uploader {
   }
 
   async send(fields) {
-    // The final form post retries on network errors too: the uploads are safe on the server.
+    // The form posts retry on network errors too: the uploads are safe on the server, and the
+    // submission key makes a repeated post harmless.
     for (let attempt = 0; ; attempt += 1) {
       try {
-        const response = await fetch(this.form.action, {
+        return await fetch(this.form.action, {
           method: "POST",
           body: fields,
           headers: { "X-CSRF-Token": csrfToken(), Accept: "application/json" },
           credentials: "same-origin",
         });
-        return response;
       } catch (error) {
         this.say(this.text.msgOffline);
         await new Promise((resolve) => setTimeout(resolve, Math.min(30000, 1000 * 2 ** attempt)));
       }
     }
+  }
+
+  fields() {
+    const fields = new FormData(this.form);
+    for (const input of this.form.querySelectorAll("input[type=file]")) fields.delete(input.name);
+    return fields;
+  }
+
+  clearProblems() {
+    this.form.querySelectorAll(".field-error").forEach((note) => note.remove());
+    this.form.querySelectorAll("[aria-invalid]").forEach((input) => {
+      input.removeAttribute("aria-invalid");
+      input.removeAttribute("aria-describedby");
+    });
+  }
+
+  // The server's reasons next to the fields they concern, announced, the first one focused.
+  showProblems(answer) {
+    let first = null;
+    for (const [name, message] of Object.entries(answer.fields || {})) {
+      let input = this.form.elements[name];
+      if (input && input.type === "hidden") input = this.form.querySelector("[data-locate]");
+      if (!input || !input.after) continue;
+      const note = document.createElement("p");
+      note.className = "error field-error";
+      note.id = `${name}-problem`;
+      note.textContent = message;
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", note.id);
+      input.after(note);
+      first = first || input;
+    }
+    this.say(answer.detail || "");
+    first?.focus();
+  }
+
+  async uploadAll(files) {
+    // A few at once: a phone's connection is shared fairly, and a folder of thousands of
+    // files does not open thousands of requests.
+    const rows = files.map((file) => this.row(file));
+    const ids = new Array(files.length);
+    let next = 0;
+    const work = async () => {
+      while (next < files.length) {
+        const index = next;
+        next += 1;
+        const file = files[index];
+        if (this.finished.has(file)) {
+          ids[index] = this.finished.get(file);
+          this.sent.set(rows[index], file.size);
+          rows[index].bar.value = rows[index].bar.max;
+          rows[index].item.dataset.done = "true";
+          continue;
+        }
+        ids[index] = await this.uploadOne(file, rows[index]);
+        this.finished.set(file, ids[index]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(3, files.length) }, work));
+    return ids;
   }
 
   async submit(event) {
@@ -187,30 +259,42 @@ class Uploader {
       return;
     }
     this.button.disabled = true;
-    this.list?.replaceChildren();
-    this.total = files.reduce((sum, file) => sum + file.size, 0);
-    this.sent.clear();
-    let ids;
+    this.clearProblems();
     try {
-      ids = await Promise.all(files.map((file) => this.uploadOne(file, this.row(file))));
-    } catch (error) {
-      this.say(`${this.text.msgRefused} ${error.originalResponse?.getBody() || ""}`);
-      this.button.disabled = false;
-      return;
+      // The form is checked before any file is sent.
+      const check = this.fields();
+      check.append("check_only", "1");
+      const checked = await this.send(check);
+      if (!checked.ok) {
+        this.showProblems(await checked.json().catch(() => ({ detail: `${checked.status}` })));
+        return;
+      }
+      this.list?.replaceChildren();
+      this.total = files.reduce((sum, file) => sum + file.size, 0);
+      this.sent.clear();
+      this.announced = -1;
+      let ids;
+      try {
+        ids = await this.uploadAll(files);
+      } catch (error) {
+        this.say(`${this.text.msgRefused} ${error.originalResponse?.getBody() || ""}`);
+        return;
+      }
+      this.say(this.text.msgSubmitting);
+      const fields = this.fields();
+      for (const id of ids) fields.append("upload", id);
+      fields.append("submission_key", this.key);
+      const response = await this.send(fields);
+      const answer = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        this.showProblems(answer.detail ? answer : { detail: `${response.status}` });
+        return;
+      }
+      this.form.dataset.submitted = "true";
+      window.location.assign(answer.href);
+    } finally {
+      if (this.form.dataset.submitted !== "true") this.button.disabled = false;
     }
-    this.say(this.text.msgSubmitting);
-    const fields = new FormData(this.form);
-    for (const input of this.form.querySelectorAll("input[type=file]")) fields.delete(input.name);
-    for (const id of ids) fields.append("upload", id);
-    const response = await this.send(fields);
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      this.say(answer.detail || `${response.status}`);
-      this.button.disabled = false;
-      return;
-    }
-    this.form.dataset.submitted = "true";
-    window.location.assign(answer.href);
   }
 }
 

@@ -5,7 +5,7 @@ import "@google/model-viewer";
 const ModelViewer = customElements.get("model-viewer");
 const here = new URL("./", import.meta.url);
 ModelViewer.dracoDecoderLocation = new URL("draco/", here).href;
-ModelViewer.meshoptDecoderLocation = new URL("meshopt_decoder.module.js", here).href;
+ModelViewer.meshoptDecoderLocation = new URL("meshopt-decoder.js", here).href;
 
 // Phones, slow or metered connections and small memories get the light level; the rest the
 // medium one. Full detail is loaded only when asked for.
@@ -26,7 +26,7 @@ function setUp(figure) {
   };
   const load = (level) => {
     figure.dataset.level = level;
-    say(figure.dataset[`msgLoading`] || "Loading…");
+    say(figure.dataset.msgLoading || "Loading…");
     viewer.src = template.replace("{level}", level);
   };
   viewer.addEventListener("load", () => {
@@ -37,10 +37,13 @@ function setUp(figure) {
     figure.dataset.failed = "true";
     say(figure.dataset.msgFailed || "The model could not be shown.");
   });
+  let announced = 0;
   viewer.addEventListener("progress", (event) => {
-    const part = event.detail && event.detail.totalProgress;
-    if (part !== undefined && part < 1) {
-      say(`${figure.dataset.msgLoading || "Loading…"} ${Math.round(part * 100)} %`);
+    // Spoken at each quarter only: a screen reader must not recite every percent.
+    const quarter = Math.floor(((event.detail && event.detail.totalProgress) || 0) * 4);
+    if (quarter > announced && quarter < 4) {
+      announced = quarter;
+      say(`${figure.dataset.msgLoading || "Loading…"} ${quarter * 25} %`);
     }
   });
 

@@ -26,6 +26,13 @@ def upgrade() -> None:
         sa.Column("last_seen_at", UTCDateTime(), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.Column("token_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["token_id"],
+            ["api_tokens.id"],
+            name=op.f("fk_web_sessions_token_id_api_tokens"),
+            ondelete="CASCADE",
+        ),
         sa.ForeignKeyConstraint(
             ["user_id"],
             ["users.id"],
