@@ -22,6 +22,9 @@ from arkhiv.web import i18n
 from arkhiv.web.app import create_app
 from arkhiv.web.pages import environment
 from tests.browser import PASSWORD, user
+from tests.test_submit import env
+
+__all__ = ["env"]
 
 WEB = Path(__file__).resolve().parent.parent / "arkhiv" / "web"
 
@@ -517,3 +520,38 @@ def test_a_resent_form_makes_one_submission_and_a_refused_one_keeps_the_files(
         assert first.json()["submission"] == again.json()["submission"]
     with reading_submissions(archive) as count:
         assert count == 1
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_a_researcher_requests_a_package_and_downloads_it(archive, env, corpora, tmp_path):
+    from tests.test_dissemination_api import archived_model
+
+    bunny = archived_model(
+        archive, env, tmp_path, corpora / "3d-models/bunny-multiformat/bunny.glb", "Bunny"
+    )
+    user(archive, "researcher-1", "researcher")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "researcher-1")
+        page = client.get(f"/objects/{bunny}").text
+        assert "Request the package" in page and "Show the precise location" not in page
+        asked = client.post(
+            f"/objects/{bunny}/dips",
+            data={"csrf_token": csrf, "format": ["glb", "stl"]},
+            follow_redirects=False,
+        )
+        assert asked.status_code == 303 and asked.headers["location"] == "/requests"
+        waiting = client.get("/requests").text
+        assert "queued" in waiting and "data-watch-url" in waiting
+        refused = client.post(
+            f"/objects/{bunny}/dips",
+            data={"csrf_token": csrf, "format": ["glb"], "originals": "yes"},
+        )
+        assert refused.status_code == 403  # originals are for partners
+        Worker(archive, ["derive"], burst=True).run()
+        ready = client.get("/requests").text
+        link = re.search(r'href="(/api/v1/dips/\d+/download)"', ready).group(1)
+        package = client.get(link)
+    assert package.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(package.content)).namelist()
+    assert any(name.endswith(".glb") for name in names)
+    assert any(name.endswith(".stl") for name in names)

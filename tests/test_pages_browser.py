@@ -402,6 +402,10 @@ def test_every_page_passes_the_accessibility_checks(
                     separator = "&" if "?" in path else "?"
                     page.goto(f"{server.base}{path}{separator}lang={language}")
                     page.wait_for_load_state("networkidle")
+                    slug = re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-") or "home"
+                    screenshot(
+                        page, f"page-{slug}-{role or 'visitor'}-{language}-{viewport['width']}"
+                    )
                     found = accessibility_violations(page)
                     if found:
                         problems[f"{path} {language} {viewport['width']}px"] = found

@@ -30,4 +30,17 @@ def test_search_by_text_type_country_and_dating(archive, catalogue):
         assert client.get("/api/v1/objects", params={"from": "yesterday"}).status_code == 422
         first = client.get("/api/v1/objects").json()[0]
         assert first["country"] == "DE" and first["place_name"] == "Berlin-Mitte"
-        assert "public_location" not in first and "description" not in first
+        assert "description" not in first
+        # The public grid cell only (the catalogue's map draws it), as the object's record has.
+        cell = first["public_location"]
+        assert set(cell) == {
+            "latitude",
+            "longitude",
+            "cell_km",
+            "south",
+            "west",
+            "north",
+            "east",
+            "country",
+        }
+        assert cell["cell_km"] == archive.settings.location.public_precision_km
