@@ -52,6 +52,7 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,expiration"
 OFFSET_STREAM = "application/offset+octet-stream"
 UPLOAD_LIFETIME = timedelta(hours=24)
+RENEW_EVERY = timedelta(minutes=10)  # how stale an upload's expiry may get while bytes arrive
 MAX_UNFINISHED_UPLOADS = 500  # per user: a photo set is hundreds of files, a flood is more
 HELD_BYTES_FACTOR = 4  # per user: held bytes at most this many ingest.max_package_bytes
 MAX_METADATA_CHARS = 8 * 1024
@@ -222,9 +223,11 @@ def _finish_writing(upload: _Upload, fd: int, wrote: bool) -> _Upload:
     """Make the received bytes durable before their offset is reported, and push the expiry
     back: the upload is alive while bytes keep arriving."""
     os.fsync(fd)
-    if not wrote:
+    now = _now()
+    # The record is rewritten (and synced) at most every RENEW_EVERY, not for every chunk.
+    if not wrote or upload.expires - now > UPLOAD_LIFETIME - RENEW_EVERY:
         return upload
-    renewed = replace(upload, expires=_now() + UPLOAD_LIFETIME)
+    renewed = replace(upload, expires=now + UPLOAD_LIFETIME)
     _save_info(renewed)
     return renewed
 
