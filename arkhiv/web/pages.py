@@ -69,6 +69,7 @@ from arkhiv.web.visits import CSRF_FIELD, Visit, anonymous_csrf_cookie, check_cs
 
 TUS_PREFIX = "/uploads"
 UPLOAD_CHUNK_BYTES = 512 * 1024  # small: a phone on a bad line loses at most this much
+BAG_CHUNK_BYTES = 4 << 20  # museums' lines are better; fewer requests for a large bag
 MAX_FILES_PER_SUBMISSION = 20_000  # a bag folder sent file by file
 
 _environment = Environment(
@@ -331,6 +332,18 @@ def pages_router(archive: Archive) -> APIRouter:
         check_csrf(visit, request, request.headers.get("X-CSRF-Token") or form.get(CSRF_FIELD))
         return form
 
+    async def submit_uploads(visit: Visit, form, capture_document: dict[str, Any] | None):
+        if form.get("check_only"):  # the page asks before sending any file
+            return JSONResponse({"ok": True})
+        return await run_in_threadpool(
+            _submit_uploads,
+            archive,
+            visit.viewer,
+            _upload_ids(form),
+            capture_document,
+            str(form.get("submission_key", "")),
+        )
+
     @router.post("/capture")
     async def capture_submit(request: Request):
         visit = signed_in(request, Permission.SUBMIT)
@@ -342,16 +355,7 @@ def pages_router(archive: Archive) -> APIRouter:
                 {"detail": "; ".join(exc.fields.values()), "fields": exc.fields},
                 status_code=422,
             )
-        if form.get("check_only"):  # the page asks before sending any file
-            return JSONResponse({"ok": True})
-        return await run_in_threadpool(
-            _submit_uploads,
-            archive,
-            visit.viewer,
-            _upload_ids(form),
-            document,
-            str(form.get("submission_key", "")),
-        )
+        return await submit_uploads(visit, form, document)
 
     @router.get("/submit", response_class=HTMLResponse)
     def museum_page(request: Request):
@@ -360,7 +364,7 @@ def pages_router(archive: Archive) -> APIRouter:
             request,
             visit,
             "submit.html",
-            **upload_form_context(),
+            **{**upload_form_context(), "chunk_bytes": BAG_CHUNK_BYTES},
             resubmits=request.query_params.get("resubmit", "")[:64],
         )
 
@@ -368,16 +372,7 @@ def pages_router(archive: Archive) -> APIRouter:
     async def museum_submit(request: Request):
         visit = signed_in(request, Permission.SUBMIT)
         form = await upload_form(request, visit)
-        if form.get("check_only"):
-            return JSONResponse({"ok": True})
-        return await run_in_threadpool(
-            _submit_uploads,
-            archive,
-            visit.viewer,
-            _upload_ids(form),
-            None,
-            str(form.get("submission_key", "")),
-        )
+        return await submit_uploads(visit, form, None)
 
     @router.get("/submissions", response_class=HTMLResponse)
     def my_submissions(request: Request):
