@@ -406,7 +406,6 @@ digest_algorithms = ["sha512", "sha256"]
 # The public and researchers see locations snapped to cells this many kilometres wide.
 public_precision_km = 25
 method = "grid"
-log_precise_access = true
 
 [access]
 anonymous_role = "public"

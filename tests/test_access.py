@@ -14,6 +14,7 @@ from arkhiv.access.disclosure import clean_image, coordinate_traces, precise_loc
 from arkhiv.access.viewers import (
     Forbidden,
     Unauthorized,
+    Viewer,
     create_user,
     issue_token,
     revoke_token,
@@ -95,6 +96,9 @@ def test_precise_locations_only_for_allowed_roles_and_always_logged(archive, ber
         researcher = viewer_for_token(conn, policy, researcher_token)
     with pytest.raises(Forbidden, match="researcher role may not see precise locations"):
         precise_locations(archive, researcher, object_id, "curiosity")
+    administrator = Viewer("root", "admin", policy)  # runs the archive, not field work
+    with pytest.raises(Forbidden, match="admin role may not see precise locations"):
+        precise_locations(archive, administrator, object_id, "curiosity")
     found = precise_locations(archive, partner, object_id, "planning a stabilisation survey")
     by_source = {item["source"]: (item["latitude"], item["longitude"]) for item in found}
     for source, point in BERLIN.items():

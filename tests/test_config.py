@@ -73,6 +73,10 @@ def test_relative_sqlite_url_is_relative_to_home(tmp_path):
             lambda d: d["access"].update(anonymous_role="nobody"),
             "anonymous_role 'nobody' is not one of the roles",
         ),
+        (
+            lambda d: d["location"].update(log_precise_access=False),
+            "location.log_precise_access: ",
+        ),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path, mutate, expected):

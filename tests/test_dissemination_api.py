@@ -26,13 +26,13 @@ from tests.test_submit import CAPTURE, env, submit
 __all__ = ["env"]
 
 
-def archived_model(archive, env, tmp_path, mesh_file, name: str) -> str:
-    """An object whose capture is an uploaded mesh, with its glTF master made."""
+def archived_model(archive, env, tmp_path, mesh_file, name: str, mode: str = "mesh") -> str:
+    """An object whose capture is an uploaded mesh (or point cloud), with its glTF master made."""
     upload = tmp_path / f"upload-{name}"
     upload.mkdir()
     (upload / mesh_file.name).write_bytes(mesh_file.read_bytes())
     capture = copy.deepcopy(CAPTURE)
-    capture["capture"]["mode"] = "mesh"
+    capture["capture"]["mode"] = mode
     capture["object"]["title"] = name
     code, report = submit(make_bag(upload, tmp_path / f"bag-{name}", capture_metadata=capture), env)
     assert code == 0, report
@@ -64,7 +64,8 @@ def test_every_format_levels_and_a_print_through_the_api(archive, bunny, env):
                 assert any(name.endswith(fmt if fmt != "gltf" else ".gltf") for name in names)
         stl = trimesh.load(io.BytesIO(client.get(f"{base}/export/stl").content), file_type="stl")
         assert len(stl.faces) == 69_451
-        assert client.get(f"{base}/export/xyz").status_code == 422  # a point-cloud format
+        refused = client.get(f"{base}/export/xyz")  # a point-cloud format, and no cloud kept
+        assert refused.status_code == 422 and "point clouds" in refused.json()["detail"]
         assert client.get(f"{base}/export/blend").status_code == 422
         assert client.get(f"{base}/export/stl", headers=headers["visitor"]).status_code == 403
 
@@ -80,6 +81,45 @@ def test_every_format_levels_and_a_print_through_the_api(archive, bunny, env):
         assert report["watertight_after"] and report["holes_filled"] >= 1
         replica = trimesh.load(io.BytesIO(printed.content), file_type="3mf", force="mesh")
         assert replica.is_watertight and abs(np.ptp(replica.vertices, axis=0).max() - 80) < 0.5
+
+
+def test_a_scanned_point_cloud_comes_in_the_point_cloud_formats_without_its_georeference(
+    archive, env, corpora, tmp_path
+):
+    import laspy
+    import pye57
+
+    source = corpora / "pointclouds/simple.las"
+    scan = laspy.read(source)
+    original = np.column_stack([scan.x, scan.y, scan.z])
+    local = original - original.mean(axis=0)
+    object_id = archived_model(archive, env, tmp_path, source, "terrain", mode="point-cloud")
+    base = f"/api/v1/objects/{object_id}"
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        page = client.get(f"/objects/{object_id}").text
+        for fmt in ("las", "laz", "xyz", "e57", "glb", "stl"):
+            assert f"/export/{fmt}" in page, fmt
+        for fmt in ("las", "laz", "xyz", "e57"):
+            made = client.get(f"{base}/export/{fmt}")
+            assert made.status_code == 200, (fmt, made.text[:300])
+            path = tmp_path / f"export.{fmt}"
+            path.write_bytes(made.content)
+            if fmt in ("las", "laz"):
+                back = laspy.read(path)
+                points = np.column_stack([back.x, back.y, back.z])
+            elif fmt == "e57":
+                read = pye57.E57(str(path)).read_scan(0, ignore_missing_fields=True)
+                points = np.column_stack(
+                    [read["cartesianX"], read["cartesianY"], read["cartesianZ"]]
+                )
+            else:
+                points = np.loadtxt(path, usecols=(0, 1, 2))
+            assert len(points) == len(original), fmt
+            # Every point, where the model has it: in the local frame, far from the site.
+            assert np.allclose(np.sort(points, axis=0), np.sort(local, axis=0), atol=0.01), fmt
+            assert np.abs(points).max() < np.abs(original).max() / 10, fmt
+        mesh = trimesh.load(io.BytesIO(client.get(f"{base}/export/stl").content), file_type="stl")
+        assert len(mesh.faces) > 0
 
 
 def test_an_open_surface_cannot_be_printed_unless_thickened(archive, env, tmp_path):

@@ -80,16 +80,20 @@ def test_no_public_or_researcher_output_gives_the_site_away(archive, archived):
 
     def clean(response, what: str) -> None:
         assert response.status_code < 500, (what, response.text[:200])
-        found = coordinate_traces(response.content, points)
-        assert found == [], (what, found)
         searched.append(what)
-        if response.headers.get("content-type", "").startswith("application/zip"):
-            with zipfile.ZipFile(io.BytesIO(response.content)) as bundle:
+        clean_bytes(response.content, what)
+
+    def clean_bytes(data: bytes, what: str) -> None:
+        found = coordinate_traces(data, points)
+        assert found == [], (what, found)
+        # Any ZIP, whatever it is served as (3MF, USDZ, a DIP and the ZIPs inside it): every
+        # entry is searched too.
+        if data[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(io.BytesIO(data)) as bundle:
                 for name in bundle.namelist():
-                    inside = coordinate_traces(bundle.read(name), points)
-                    assert inside == [], (what, name, inside)
-                    assert "database.db" not in name and "/sparse/" not in name, name
+                    assert "database.db" not in name and "/sparse/" not in name, (what, name)
                     searched.append(f"{what}:{name}")
+                    clean_bytes(bundle.read(name), f"{what}:{name}")
 
     with TestClient(create_app(archive, embedded_worker=False)) as client:
         for who, header in (("public", {}), ("researcher", headers["researcher"])):
@@ -98,9 +102,12 @@ def test_no_public_or_researcher_output_gives_the_site_away(archive, archived):
                 return client.get(url, headers=header, **arguments)
 
             clean(get("/api/v1/objects"), f"{who} list")
+            clean(get("/"), f"{who} catalogue page")
+            clean(get("/", params={"q": "Carved"}), f"{who} search page")
             for object_id in (photo_object, model_object):
                 shown = get(f"/api/v1/objects/{object_id}")
                 clean(shown, f"{who} object")
+                clean(get(f"/objects/{object_id}"), f"{who} object page")
                 clean(get(f"/api/v1/objects/{object_id}/location"), f"{who} location")
                 for entry in shown.json()["files"]:
                     clean(
@@ -145,11 +152,13 @@ def test_no_public_or_researcher_output_gives_the_site_away(archive, archived):
                         ),
                         f"lod {level} {compression}",
                     )
+            # 10 mm: the print's vertex numbers (3MF writes them as text) stay below 11, where
+            # no coordinate here lies (the smallest is 11.879), so a match is a leak, not chance.
             for fmt in ("stl", "3mf"):
                 clean(
                     get(
                         f"/api/v1/objects/{model_object}/print",
-                        params={"size_mm": 100, "format": fmt, "solidify_mm": 2},
+                        params={"size_mm": 10, "format": fmt, "solidify_mm": 0.5},
                     ),
                     f"print {fmt}",
                 )
@@ -201,3 +210,7 @@ def test_no_public_or_researcher_output_gives_the_site_away(archive, archived):
     assert ("pat", "precise-location.file-served") in logged
     assert not [entry for entry in logged if entry[0] in ("rena", "anonymous")]
     assert len(searched) > 100
+    # The containers were opened: the 3MF's model part, the USDZ's layer and the DIP's inside.
+    assert any(entry.startswith("public export 3mf:") for entry in searched)
+    assert any(entry.startswith("researcher export usdz:") for entry in searched)
+    assert any(entry.startswith("researcher DIP:") and "3mf:" in entry for entry in searched)

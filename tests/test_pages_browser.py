@@ -18,7 +18,8 @@ import pytest
 from PIL import Image, ImageStat
 from playwright.sync_api import expect
 
-from arkhiv.access.disclosure import coordinate_traces
+from arkhiv.access.disclosure import coordinate_traces, precise_locations
+from arkhiv.access.viewers import Viewer
 from arkhiv.aip.show import object_document
 from arkhiv.catalog import audit_log
 from arkhiv.catalog.database import reading
@@ -64,11 +65,21 @@ def wait_for_status(page, statuses: tuple[str, ...], timeout_s: float = 240) -> 
         page.wait_for_timeout(500)
 
 
+# Where the phone says it is (not where the photos' GPS says: the form's position is its own).
+PHONE_POSITION = (52.5170365, 13.3888599)
+
+
+@pytest.mark.timeout(600)  # its waits add up to more than the suite's 300 s under load
 def test_a_citizen_uploads_photos_from_a_phone_through_a_cut_connection(
     archive, server, browser, corpora
 ):
     user(archive, "olena", "citizen")
-    page = new_page(browser, PHONE)
+    page = new_page(
+        browser,
+        PHONE,
+        geolocation={"latitude": PHONE_POSITION[0], "longitude": PHONE_POSITION[1]},
+        permissions=["geolocation"],
+    )
     sign_in(page, server, "olena", "/capture")
     assert fits_the_screen(page)
     screenshot(page, "capture-phone")
@@ -84,6 +95,8 @@ def test_a_citizen_uploads_photos_from_a_phone_through_a_cut_connection(
     )
     page.get_by_label("Who gave permission (or “public place”)").fill("public place")
     page.get_by_label("Your name or pseudonym").fill("spree-walker")
+    page.get_by_role("button", name="Add my current position").click()
+    expect(page.locator("[data-location-note]")).to_contain_text("kept secret")
 
     # The connection dies after a few chunks: every upload request fails until it is back.
     seen: list[tuple[str, str, str | None]] = []
@@ -149,7 +162,17 @@ def test_a_citizen_uploads_photos_from_a_phone_through_a_cut_connection(
     }
     for photo in photos:
         assert archived[photo.name] == sha256(photo.read_bytes())
-    assert "52.51" not in page.content()
+    # The phone's position was sealed with the capture, and is nowhere on the pages.
+    officer = Viewer("officer", "officer", archive.settings.access)
+    sealed = precise_locations(archive, officer, object_id, "checking the capture page")
+    assert any(
+        abs(found["latitude"] - PHONE_POSITION[0]) < 1e-6
+        and abs(found["longitude"] - PHONE_POSITION[1]) < 1e-6
+        for found in sealed
+    ), sealed
+    assert coordinate_traces(page.content().encode(), [PHONE_POSITION, *BERLIN.values()]) == []
+    page.goto(f"{server.base}/objects/{object_id}")
+    assert coordinate_traces(page.content().encode(), [PHONE_POSITION, *BERLIN.values()]) == []
 
 
 def bad_bag_zip(corpora, tmp_path) -> tuple[bytes, bytes]:
@@ -366,6 +389,21 @@ def test_a_visitor_never_sees_precise_coordinates_and_a_partner_sees_them_logged
     assert leaks == []
     assert page.problems == []
     assert page.get_by_text("Precise location").count() == 0
+
+    # A region of the map: the area shown is searched; elsewhere finds nothing.
+    page.goto(server.base + "/?lang=en")  # the visit above left the pages in Ukrainian
+    everything = page.locator("main ul.results a").count()
+    assert everything == 2  # the photos and the model (which has no location)
+    page.get_by_role("button", name="Search the area shown on the map").click()
+    page.wait_for_url(re.compile(r"bbox="))
+    assert page.locator("[data-area-chosen]").is_visible()
+    assert page.locator("main ul.results a").count() == 1
+    page.goto(server.base + "/?bbox=100,-10,110,0")
+    assert page.get_by_text("Nothing found.").is_visible()
+    page.get_by_role("link", name="Search everywhere").click()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("main ul.results a").count() == everything
+    assert leaks == [] and page.problems == []
 
     user(archive, "partner-uzhhorod", "partner")
     partner = new_page(browser, DESKTOP)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from arkhiv.reconstruct.pointcloud import mesh_from_points
+from arkhiv.reconstruct.pointcloud import PointCloudOptions, mesh_from_points
 from arkhiv.reconstruct.report import ReconstructionFailed
 
 
@@ -44,7 +44,20 @@ def test_the_armadillo_scan_becomes_a_closed_surface_on_its_points(corpora, tmp_
     to_surface, to_points = _chamfer(local, model)
     assert to_surface < 0.5 * spacing and to_points < 1.0 * spacing, (to_surface, to_points)
     assert report.figures("normals")["from_file"] is True
-    assert report.outputs == ["model.glb", "model.ply"] and report.failure is None
+    assert report.outputs == ["points.ply", "model.glb", "model.ply"] and report.failure is None
+    kept = np.asarray(o3d.io.read_point_cloud(str(tmp_path / "points.ply")).points)
+    assert np.allclose(kept, local, atol=1e-9)  # every point, in the model's frame
+
+
+def test_a_dense_cloud_is_thinned_for_the_surface_but_kept_whole(corpora, tmp_path):
+    import open3d as o3d
+
+    cloud = corpora / "3d-models/stanford/armadillo-pointcloud.ply"
+    report = mesh_from_points(cloud, tmp_path, PointCloudOptions(max_surface_points=10_000))
+    total = len(o3d.io.read_point_cloud(str(cloud)).points)
+    assert 5_000 < report.figures("read")["thinned_for_surface"] <= 10_000
+    assert report.figures("surface")["points"] == report.figures("read")["thinned_for_surface"]
+    assert len(o3d.io.read_point_cloud(str(tmp_path / "points.ply")).points) == total
 
 
 def test_a_georeferenced_las_is_written_in_a_local_frame(corpora, tmp_path):
@@ -57,6 +70,47 @@ def test_a_georeferenced_las_is_written_in_a_local_frame(corpora, tmp_path):
     far = np.abs(np.column_stack([data.x, data.y, data.z])).max()
     assert np.abs(model.vertices).max() < far / 10  # nowhere near the site's coordinates
     assert report.figures("normals")["from_file"] is False
+
+
+def test_a_coloured_laz_keeps_its_colours_and_none_of_its_georeference(corpora, tmp_path):
+    import laspy
+    import open3d as o3d
+
+    cloud = corpora / "pointclouds/simple.laz"
+    data = laspy.read(cloud)
+    report = mesh_from_points(cloud, tmp_path)
+    original = np.column_stack([data.x, data.y, data.z])
+    kept = o3d.io.read_point_cloud(str(tmp_path / "points.ply"))
+    assert np.allclose(np.asarray(kept.points), original - original.mean(axis=0), atol=1e-6)
+    # This file puts 8-bit values in LAS's 16-bit channels (as many writers do): read as 8-bit,
+    # not as near-black.
+    rgb = np.column_stack([data.red, data.green, data.blue])
+    assert rgb.max() <= 255
+    assert np.allclose(np.asarray(kept.colors), rgb / 255.0, atol=1e-6)
+    model = trimesh.load(tmp_path / "model.glb", force="mesh")
+    assert model.visual.kind == "vertex" and len(model.faces) > 0
+    assert np.abs(model.vertices).max() < np.abs(original).max() / 10
+    assert report.figures("read")["colours"] is True
+
+
+def test_the_e57_bunny_becomes_a_surface_on_its_points(corpora, tmp_path):
+    import open3d as o3d
+    import pye57
+
+    cloud = corpora / "pointclouds/bunnyDouble.e57"
+    scan = pye57.E57(str(cloud)).read_scan(0, ignore_missing_fields=True)
+    points = np.column_stack([scan["cartesianX"], scan["cartesianY"], scan["cartesianZ"]])
+    report = mesh_from_points(cloud, tmp_path)
+    local = points - points.mean(axis=0)
+    model = trimesh.load(tmp_path / "model.glb", force="mesh")
+    spacing = np.mean(
+        o3d.geometry.PointCloud(
+            o3d.utility.Vector3dVector(local)
+        ).compute_nearest_neighbor_distance()
+    )
+    to_surface, to_points = _chamfer(local, model)
+    assert to_surface < 0.5 * spacing and to_points < 1.0 * spacing, (to_surface, to_points)
+    assert report.figures("read")["points"] == len(points)
 
 
 @pytest.mark.parametrize(

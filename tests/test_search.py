@@ -44,3 +44,51 @@ def test_search_by_text_type_country_and_dating(archive, catalogue):
             "country",
         }
         assert cell["cell_km"] == archive.settings.location.public_precision_km
+
+
+def test_dating_bounds_take_whole_years_and_months(archive, catalogue):
+    from arkhiv.jobs.archiving import describe_object
+
+    describe_object(archive, catalogue[0], {"date_start": "1900-05-01"}, "curator")
+    describe_object(archive, catalogue[1], {"date_start": "1850", "date_end": "1899"}, "curator")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+
+        def ids(**params):
+            response = client.get("/api/v1/objects", params=params)
+            assert response.status_code == 200, response.text
+            return sorted(entry["id"] for entry in response.json())
+
+        both = sorted(catalogue[:2])
+        assert ids(to="1900") == both  # 1900-05-01 is in 1900
+        assert ids(to="1900-05") == both and ids(to="1900-04") == [catalogue[1]]
+        assert ids(**{"from": "1900"}) == [catalogue[0]]
+        assert ids(**{"from": "1900-06"}) == []
+        assert ids(**{"from": "1899", "to": "1899"}) == [catalogue[1]]  # overlaps 1850-1899
+        assert ids(**{"from": "1860", "to": "1870"}) == [catalogue[1]]
+
+
+def test_a_map_area_finds_the_objects_whose_public_cell_meets_it(archive, catalogue):
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+
+        def ids(bbox):
+            response = client.get("/api/v1/objects", params={"bbox": bbox})
+            assert response.status_code == 200, response.text
+            return sorted(entry["id"] for entry in response.json())
+
+        cell = client.get("/api/v1/objects").json()[0]["public_location"]
+        everything = sorted(catalogue)
+        assert ids("13,52,14,53") == everything  # Berlin
+        assert ids("20,40,30,50") == []
+        # A box that only touches the cell's corner still meets it.
+        assert ids(f"{cell['east']},{cell['north']},{cell['east'] + 1},{cell['north'] + 1}") == (
+            everything
+        )
+        assert (
+            ids(f"{cell['east'] + 0.01},{cell['south']},{cell['east'] + 1},{cell['north']}") == []
+        )
+        assert ids("170,52,14,53") == everything  # across the antimeridian, round to Berlin
+        assert ids("170,52,-170,53") == []
+        assert ids("-347,52,-346,53") == everything  # a map panned once round the world
+        for bad in ("1,2,3", "13,53,14,52", "a,b,c,d", "13,52,14,nan"):
+            refused = client.get("/api/v1/objects", params={"bbox": bad})
+            assert refused.status_code == 422 and "bbox" in refused.text, bad

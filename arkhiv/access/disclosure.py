@@ -82,15 +82,14 @@ def precise_locations(
         except SealingError as exc:
             raise ArkhivError(f"a sealed location of {object_id} cannot be opened: {exc}") from exc
         found.append(value)
-    if archive.settings.location.log_precise_access:
-        with writing(archive.engine) as conn:
-            audit_log.append(
-                conn,
-                viewer.name,
-                "precise-location.disclosed",
-                object_id,
-                {"role": viewer.role, "purpose": purpose, "locations": len(found)},
-            )
+    with writing(archive.engine) as conn:
+        audit_log.append(
+            conn,
+            viewer.name,
+            "precise-location.disclosed",
+            object_id,
+            {"role": viewer.role, "purpose": purpose, "locations": len(found)},
+        )
     return found
 
 

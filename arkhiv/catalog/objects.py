@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -86,6 +87,7 @@ def search_objects(
     country: str | None = None,
     dated_from: str | None = None,
     dated_to: str | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
     status: str | None = None,
     include_withdrawn: bool = False,
     limit: int = 100,
@@ -94,7 +96,9 @@ def search_objects(
     """Archived objects (with a version) matching every filter given, most recently changed
     first. `text` is looked for in the title and the record's text fields (case does not
     matter); `dated_from`/`dated_to` (years or ISO dates) keep objects whose dating overlaps
-    them (compared as text: years of four digits, CE)."""
+    them (compared as text: years of four digits, CE; a year or month as an upper bound
+    includes all of it). `bbox` (west, south, east, north in degrees; west > east crosses the
+    antimeridian) keeps objects whose public grid cell meets the box: a region on the map."""
     record = objects.c.description
     start = record["date_start"].as_string()
     end = func.coalesce(record["date_end"].as_string(), start)
@@ -129,12 +133,57 @@ def search_objects(
     if dated_from:
         query = query.where(end >= dated_from)
     if dated_to:
-        query = query.where(start <= dated_to)
+        query = query.where(start <= _end_of(dated_to))
+    if bbox:
+        west, south, east, north = bbox
+        cell = {
+            side: record[("public_location", side)].as_float()
+            for side in ("south", "north", "west", "east")
+        }
+        query = query.where(cell["south"] <= north, cell["north"] >= south)
+        if west <= east:
+            query = query.where(cell["west"] <= east, cell["east"] >= west)
+        else:
+            query = query.where(or_(cell["west"] <= east, cell["east"] >= west))
     if status:
         query = query.where(objects.c.status == status)
     if not include_withdrawn:
         query = query.where(objects.c.status != "withdrawn")
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    """ "west,south,east,north" in degrees (as maps give their bounds); ValueError says what is
+    wrong. Longitudes beyond ±180 (a map panned round the world) are wrapped."""
+    if not text:
+        return None
+    parts = text.split(",")
+    try:
+        west, south, east, north = (float(part) for part in parts)
+    except ValueError:
+        raise ValueError("bbox: give four numbers, west,south,east,north in degrees") from None
+    if not all(math.isfinite(value) for value in (west, south, east, north)):
+        raise ValueError("bbox: the numbers must be finite")
+    if not (-90 <= south <= north <= 90):
+        raise ValueError("bbox: latitudes must be -90..90 with south <= north")
+    if east - west >= 360:
+        return (-180.0, south, 180.0, north)
+    return (_wrap(west), south, _wrap(east), north)
+
+
+def _wrap(longitude: float) -> float:
+    wrapped = (longitude + 180) % 360 - 180
+    return 180.0 if wrapped == -180 and longitude > 0 else wrapped
+
+
+def _end_of(bound: str) -> str:
+    """The last day a year ("1900") or month ("1900-05") bound stands for, so that an object
+    dated within it is not left out ("1900-05-01" sorts after "1900")."""
+    if len(bound) == 4:
+        return bound + "-12-31"
+    if len(bound) == 7:
+        return bound + "-31"
+    return bound
 
 
 def set_head(

@@ -40,7 +40,12 @@ def _default_roles() -> dict[str, RoleGrant]:
             description="trusted partners (restoration, heritage protection)", permissions=partner
         ),
         "officer": RoleGrant(description="preservation officers", permissions=officer),
-        "admin": RoleGrant(description="administrators", permissions=list(Permission)),
+        # Administrators run accounts and the archive, not field work: where sites are is for
+        # the partners and officers whose work needs it.
+        "admin": RoleGrant(
+            description="administrators",
+            permissions=[perm for perm in Permission if perm != p.PRECISE_LOCATION],
+        ),
     }
 
 

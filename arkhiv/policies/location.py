@@ -3,7 +3,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LocationPolicy(BaseModel):
@@ -23,8 +23,20 @@ class LocationPolicy(BaseModel):
         "at ingest, and kept: repeated queries cannot average it away)",
     )
     log_precise_access: bool = Field(
-        True, description="write every disclosure of a precise location to the audit log"
+        True,
+        description="every disclosure of a precise location is written to the audit log; "
+        "kept for older configuration files, it cannot be switched off",
     )
+
+    @field_validator("log_precise_access")
+    @classmethod
+    def _always_logged(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError(
+                "disclosures of precise locations are always written to the audit log; "
+                "remove log_precise_access or set it to true"
+            )
+        return value
 
 
 EARTH_KM_PER_DEGREE = 111.32

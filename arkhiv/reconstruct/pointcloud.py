@@ -1,5 +1,7 @@
 """Point cloud → mesh: PLY, LAS/LAZ or E57 → normals → screened Poisson, trimmed where the
 points were too sparse to support it → the largest pieces → a glTF binary master and a PLY.
+The cloud itself is kept beside the mesh (`points.ply`, every point, in the same local frame):
+researchers who work on points get them without the site's georeference.
 
 Models are written in a local frame: the cloud is moved to its centroid first, so no
 georeferenced coordinate (a site's position) reaches the outputs. The offset is kept only in the
@@ -18,11 +20,15 @@ from arkhiv.reconstruct.report import ReconstructionFailed, ReconstructionReport
 from arkhiv.reconstruct.surface import MIN_POINTS, SurfaceOptions, surface_from_points, write_master
 
 CLOUD_SUFFIXES = {".ply", ".las", ".laz", ".e57"}
+CLOUD_FILE = "points.ply"
 
 
 @dataclass(frozen=True)
 class PointCloudOptions:
     normal_neighbours: int = 30
+    # Normal orientation and Poisson grow faster than the point count; a denser cloud is thinned
+    # evenly for the surface (the kept cloud still has every point).
+    max_surface_points: int = 2_000_000
     surface: SurfaceOptions = field(default_factory=SurfaceOptions)
 
 
@@ -53,6 +59,12 @@ def mesh_from_points(
                 pcd.colors = o3d.utility.Vector3dVector(colours[finite])
             if normals is not None:
                 pcd.normals = o3d.utility.Vector3dVector(normals[finite])
+            o3d.io.write_point_cloud(str(output / CLOUD_FILE), pcd, write_ascii=False)
+            report.outputs.append(CLOUD_FILE)
+            if len(pcd.points) > options.max_surface_points:
+                every = -(-len(pcd.points) // options.max_surface_points)
+                pcd = pcd.uniform_down_sample(every)
+                stage.figures["thinned_for_surface"] = len(pcd.points)
         with report.stage("normals") as stage:
             stage.figures["from_file"] = normals is not None
             if normals is None:
@@ -86,18 +98,37 @@ def _read(cloud: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None
             points = np.column_stack([data.x, data.y, data.z]).astype(np.float64)
             colours = None
             if {"red", "green", "blue"} <= set(data.point_format.dimension_names):
-                rgb = np.column_stack([data.red, data.green, data.blue]).astype(np.float64)
-                colours = rgb / max(1.0, float(rgb.max()))
+                colours = _unit_colours(np.column_stack([data.red, data.green, data.blue]))
             return points, colours, None
         import pye57
 
         scans = pye57.E57(str(cloud))
-        parts = [scans.read_scan(i, ignore_missing_fields=True) for i in range(scans.scan_count)]
+        parts = [
+            scans.read_scan(i, colors=True, ignore_missing_fields=True)
+            for i in range(scans.scan_count)
+        ]
         points = np.concatenate(
             [np.column_stack([p["cartesianX"], p["cartesianY"], p["cartesianZ"]]) for p in parts]
         )
-        return points.astype(np.float64), None, None
+        colours = None
+        if all("colorRed" in p for p in parts):
+            colours = _unit_colours(
+                np.concatenate(
+                    [
+                        np.column_stack([p["colorRed"], p["colorGreen"], p["colorBlue"]])
+                        for p in parts
+                    ]
+                )
+            )
+        return points.astype(np.float64), colours, None
     except ReconstructionFailed:
         raise
     except Exception as exc:  # untrusted input read by third-party parsers
         raise ReconstructionFailed(f"{cloud.name}: cannot be read as a point cloud: {exc}") from exc
+
+
+def _unit_colours(rgb: np.ndarray) -> np.ndarray:
+    """Colours in 0..1 from 8-bit or 16-bit channels (LAS stores 16 bits, many writers put 8-bit
+    values in them; E57 declares limits that are almost always 0-255)."""
+    rgb = rgb.astype(np.float64)
+    return rgb / (65535.0 if rgb.max(initial=0) > 255 else 255.0)

@@ -324,8 +324,8 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
 
     @app.get(
         "/api/v1/objects",
-        summary="Search archived objects by text, type, country and dating; most recently "
-        "changed first",
+        summary="Search archived objects by text, type, country, map area and dating; most "
+        "recently changed first",
     )
     def list_objects(
         q: str | None = Query(None, max_length=200, description="words in the title or record"),
@@ -333,11 +333,21 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         country: str | None = Query(None, pattern="^[A-Za-z]{2}$", description="ISO 3166"),
         dated_from: str | None = Query(None, alias="from", pattern=r"^\d{4}(-\d{2}){0,2}$"),
         dated_to: str | None = Query(None, alias="to", pattern=r"^\d{4}(-\d{2}){0,2}$"),
+        bbox: str | None = Query(
+            None,
+            max_length=100,
+            description="a map area, west,south,east,north in degrees: objects whose public "
+            "grid cell meets it",
+        ),
         status: str | None = Query(None, max_length=32),
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=1_000_000),
         who: Viewer = Depends(viewer),
     ) -> list[dict[str, Any]]:
+        try:
+            bounds = catalog_objects.parse_bbox(bbox)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         with reading(archive.engine) as conn:
             found = catalog_objects.search_objects(
                 conn,
@@ -347,6 +357,7 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
                 country=country,
                 dated_from=dated_from,
                 dated_to=dated_to,
+                bbox=bounds,
                 status=status,
                 limit=limit,
                 offset=offset,

@@ -164,6 +164,7 @@ def pages_router(archive: Archive) -> APIRouter:
         country: str = "",
         date_from: str = "",
         date_to: str = "",
+        bbox: str = "",
         page: int = 1,
     ):
         visit = visit_for(request)
@@ -175,6 +176,7 @@ def pages_router(archive: Archive) -> APIRouter:
             "country": country.upper() if len(country) == 2 and country.isalpha() else None,
             "dated_from": date_from if _is_date_filter(date_from) else None,
             "dated_to": date_to if _is_date_filter(date_to) else None,
+            "bbox": _map_area(bbox),
         }
         with reading(archive.engine) as conn:
             found = catalog_objects.search_objects(
@@ -209,6 +211,7 @@ def pages_router(archive: Archive) -> APIRouter:
                 "country": country,
                 "date_from": date_from,
                 "date_to": date_to,
+                "bbox": bbox if filters["bbox"] else "",
             },
             object_types=_object_types(),
             tiles=settings.web.map_tiles_url,
@@ -224,10 +227,10 @@ def pages_router(archive: Archive) -> APIRouter:
             return render(request, visit, "missing.html", status=404, identifier=identifier)
         view = object_view(document, visit.viewer)
         files = view["files"]
-        has_model = any(
-            f["logical_path"].endswith("derivatives/model/model.glb") for f in document["files"]
-        )
-        from arkhiv.dissemination.formats import describe_formats
+        from arkhiv.access.exports import MASTER, available_formats
+
+        paths = [f["logical_path"] for f in document["files"]]
+        has_model = MASTER in paths
 
         return render(
             request,
@@ -237,7 +240,7 @@ def pages_router(archive: Archive) -> APIRouter:
             record=view["description"],
             files=files,
             has_model=has_model,
-            formats=describe_formats() if has_model else [],
+            formats=available_formats(paths),
             citation=_citation(view, settings),
             resolver=settings.identifiers.resolver,
             lod_level=request.query_params.get("level", ""),
@@ -677,6 +680,7 @@ def render_page(
         languages=i18n.LANGUAGES,
         language=visit.language,
         archive_name=archive.settings.server.name,
+        public_cell_km=f"{archive.settings.location.public_precision_km:g}",
         version=__version__,
         path=request.url.path,
         **context,
@@ -792,6 +796,15 @@ def _event_label(uri: str) -> str:
         return EventType(code).label
     except ValueError:
         return code
+
+
+def _map_area(text: str) -> tuple[float, float, float, float] | None:
+    """The map area a visitor searched (the map's bounds, set by the page's script); a
+    mangled one is ignored rather than refused: the page still answers."""
+    try:
+        return catalog_objects.parse_bbox(text[:100])
+    except ValueError:
+        return None
 
 
 def _is_date_filter(value: str) -> bool:
