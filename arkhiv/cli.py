@@ -1058,6 +1058,30 @@ def tokens_create(
         out.print(token, markup=False, highlight=False)
 
 
+@tokens_app.command("list")
+def tokens_list(
+    username: str = typer.Argument(..., help="Whose tokens."), as_json: bool = JSON_OPTION
+) -> None:
+    """A user's tokens: number, what for, made, expires, last used, state (never the tokens)."""
+    from arkhiv.access.viewers import tokens_of
+    from arkhiv.catalog.database import reading
+
+    with _opened() as archive, reading(archive.engine) as conn:
+        found = tokens_of(conn, username)
+    if as_json:
+        _print_json(found)
+        return
+    for token in found:
+        state = "valid" if token["valid"] else ("revoked" if token["revoked_at"] else "expired")
+        expires = token["expires_at"].isoformat()[:10] if token["expires_at"] else "never"
+        used = token["last_used_at"].isoformat()[:16] if token["last_used_at"] else "never"
+        out.print(
+            f"{token['id']:>5}  {state:8s} expires {expires}  used {used}  {token['name']}",
+            markup=False,
+            highlight=False,
+        )
+
+
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: int = typer.Argument(..., help="The token's number.")) -> None:
     """Revoke a token at once. Exit 1 if there is no such token still valid."""

@@ -200,7 +200,10 @@ def test_users_and_tokens_from_the_command_line(archive, archive_env):
     made = json.loads(run("tokens", "create", "olena", "--name", "field laptop", "--json").stdout)
     with reading(archive.engine) as conn:
         assert viewer_for_token(conn, archive.settings.access, made["token"]).role == "partner"
+    [listed] = json.loads(run("tokens", "list", "olena", "--json").stdout)
+    assert listed["name"] == "field laptop" and listed["valid"] and "token" not in listed
     run("tokens", "revoke", str(made["id"]))
     assert run("tokens", "revoke", str(made["id"]), check=False).returncode == 1
+    assert "revoked" in run("tokens", "list", "olena").stdout
     with reading(archive.engine) as conn, pytest.raises(Unauthorized):
         viewer_for_token(conn, archive.settings.access, made["token"])

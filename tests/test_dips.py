@@ -49,6 +49,16 @@ def test_a_dip_is_a_valid_bag_with_metadata_readme_and_mets(archive, bunny, corp
     }
     assert {f"data/{name}" for name in result.files} - listed == {"data/metadata/mets.xml"}
     assert not any(name.startswith("originals/") for name in result.files)
+    # Dublin Core, as OAI-PMH's oai_dc gives it: title, identifier and licence.
+    dc = etree.parse(str(data / "metadata/dublin-core.xml")).getroot()
+    assert dc.tag == "{http://www.openarchives.org/OAI/2.0/oai_dc/}dc"
+
+    def terms(name: str) -> list[str]:
+        return [e.text for e in dc.iter(f"{{http://purl.org/dc/elements/1.1/}}{name}")]
+
+    assert terms("title") == ["bunny"]
+    assert any(bunny in value for value in terms("identifier"))
+    assert any("CC-BY-4.0" in value or "creativecommons" in value for value in terms("rights"))
 
 
 def test_originals_in_a_dip_follow_the_role_and_the_event_is_recorded(

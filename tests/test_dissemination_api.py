@@ -63,6 +63,10 @@ def test_every_format_levels_and_a_print_through_the_api(archive, bunny, env):
                 names = zipfile.ZipFile(io.BytesIO(made.content)).namelist()
                 assert any(name.endswith(fmt if fmt != "gltf" else ".gltf") for name in names)
         stl = trimesh.load(io.BytesIO(client.get(f"{base}/export/stl").content), file_type="stl")
+        whole = client.get(f"{base}/export/glb").content
+        part = client.get(f"{base}/export/glb", headers={"Range": "bytes=100-1099"})
+        assert part.status_code == 206 and part.content == whole[100:1100]
+        assert part.headers["content-range"] == f"bytes 100-1099/{len(whole)}"
         assert len(stl.faces) == 69_451
         refused = client.get(f"{base}/export/xyz")  # a point-cloud format, and no cloud kept
         assert refused.status_code == 422 and "point clouds" in refused.json()["detail"]

@@ -546,3 +546,64 @@ def test_a_researcher_requests_a_package_and_downloads_it(archive, env, corpora,
     names = zipfile.ZipFile(io.BytesIO(package.content)).namelist()
     assert any(name.endswith(".glb") for name in names)
     assert any(name.endswith(".stl") for name in names)
+
+
+def test_tokens_are_made_by_a_signed_in_person_and_revoked_by_their_owner(archive):
+    from arkhiv.catalog import audit_log
+
+    user(archive, "olena", "researcher")
+    user(archive, "taras", "researcher")
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "olena")
+        page = client.post(
+            "/account/tokens", data={"csrf_token": csrf, "name": "laptop", "days": "30"}
+        )
+        assert page.status_code == 200
+        made = re.search(r"<code>(arkhiv_[^<]+)</code>", page.text).group(1)
+        bearer = {"Authorization": f"Bearer {made}"}
+        mine = client.get("/api/v1/tokens", headers=bearer).json()
+        assert [(t["name"], t["valid"]) for t in mine] == [("laptop", True)]
+        assert "token" not in mine[0] and made not in client.get("/account").text  # shown once
+        # Through the API, with the session (and its CSRF token): a second one.
+        answer = client.post(
+            "/api/v1/tokens",
+            json={"name": "harvester", "days": 7},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert answer.status_code == 201, answer.text
+        second = answer.json()
+        assert second["token"].startswith("arkhiv_") and second["expires_at"]
+        assert client.post("/api/v1/tokens", json={"name": "x"}).status_code == 403  # no CSRF
+        # A token cannot make more tokens, and strangers cannot see or revoke them.
+        refused = client.post("/api/v1/tokens", json={"name": "more"}, headers=bearer)
+        assert refused.status_code == 403 and "signed in" in refused.json()["detail"]
+        client.cookies.clear()
+        assert client.get("/api/v1/tokens").status_code == 401
+        assert client.post("/api/v1/tokens", json={"name": "x"}).status_code == 403  # no CSRF
+        taras = signed_in(client, "taras")
+        assert client.get("/api/v1/tokens").json() == []
+        stolen = client.delete(f"/api/v1/tokens/{second['id']}", headers={"X-CSRF-Token": taras})
+        assert stolen.status_code == 404
+        client.cookies.clear()
+        # The owner revokes with the token itself; it stops working at once.
+        assert client.delete(f"/api/v1/tokens/{second['id']}", headers=bearer).status_code == 204
+        after = client.get("/api/v1/tokens", headers={"Authorization": f"Bearer {second['token']}"})
+        assert after.status_code == 401
+        assert client.delete(f"/api/v1/tokens/{second['id']}", headers=bearer).status_code == 404
+        # And from the account page: the first one.
+        csrf = signed_in(client, "olena")
+        listed = client.get("/account").text
+        assert "harvester" in listed and "revoked" in listed
+        gone = client.post(
+            f"/account/tokens/{mine[0]['id']}/revoke",
+            data={"csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert gone.status_code == 303
+        assert client.get("/api/v1/tokens", headers=bearer).status_code == 401
+        bad = client.post("/account/tokens", data={"csrf_token": csrf, "name": "x", "days": "0"})
+        assert bad.status_code == 422
+    with reading(archive.engine) as conn:
+        actions = [(e["actor"], e["action"]) for e in audit_log.entries(conn)]
+    assert actions.count(("olena", "token.issued")) == 2
+    assert actions.count(("olena", "token.revoked")) == 2

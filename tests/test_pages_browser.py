@@ -303,7 +303,10 @@ def test_a_visitor_turns_the_model_in_the_3d_viewer(
         assert page.problems == []  # no script error, nothing the CSP refused
 
 
+@pytest.mark.damages_aips  # the second object is left damaged, as the dashboard must show
 def test_an_officer_sees_the_repaired_replica(archive, env, server, browser, corpora, tmp_path):
+    import random
+
     from arkhiv.aip.placement import object_key
 
     images = corpora / "photogrammetry/opensfm-berlin/images"
@@ -317,17 +320,46 @@ def test_an_officer_sees_the_repaired_replica(archive, env, server, browser, cor
     assert code == 0, outcome
     assert len(outcome["repaired"]) == 1
 
+    # A second object whose every copy of one photo went bad: damaged, with nothing to repair
+    # from.
+    second = tmp_path / "second"
+    shutil.copytree(images, second)
+    (second / "notes.txt").write_text("a second visit\n")  # the same photos twice is refused
+    capture = copy.deepcopy(CAPTURE)
+    capture["object"]["title"] = "Second visit"
+    code, report = submit(make_bag(second, tmp_path / "bag2", capture_metadata=capture), env)
+    assert code == 0, report
+    damaged = report["object_id"]
+    for store in archive.settings.stores:
+        photo = next(
+            p
+            for p in sorted((store.path / object_key(damaged)).rglob("01.jpg"))
+            if "/content/" in p.as_posix()
+        )
+        flip_a_bit(photo, random.Random(5))
+    code, outcome = audit(env)
+    assert code == 1, outcome
+
     user(archive, "officer-ana", "officer")
     page = new_page(browser, DESKTOP)
     sign_in(page, server, "officer-ana", "/officer")
     screenshot(page, "officer-dashboard")
-    repairs = page.locator("[data-repairs] li")
+    repairs = page.locator("[data-repairs] li", has_text=object_id)
     assert repairs.count() == 1
-    assert object_id in repairs.first.inner_text()
     assert "site-b" in repairs.first.inner_text()
     stores = page.locator("tr[data-store]")
     assert stores.count() == len(archive.settings.stores)
-    assert "verified" not in page.locator("[data-at-risk]").all_inner_texts()
+    # Each store's audits against the schedule: both objects' files checked in this interval.
+    for row in range(stores.count()):
+        progress = stores.nth(row).locator("progress")
+        assert float(progress.get_attribute("value")) == float(progress.get_attribute("max")) > 0
+    problems = page.locator("[data-at-risk] li")
+    assert problems.count() == 1
+    assert "Second visit" in problems.first.inner_text()
+    assert "01.jpg" in problems.first.inner_text() and "damaged" in problems.first.inner_text()
+    # The job queue: the ingests that brought both objects in, done.
+    jobs = page.locator("tr[data-job]").all_inner_texts()
+    assert sum("ingest" in job and "done" in job for job in jobs) >= 2, jobs
 
     page.locator("[data-repairs] a").first.click()
     screenshot(page, "officer-history")

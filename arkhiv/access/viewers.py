@@ -95,13 +95,42 @@ def issue_token(
     return token_id, token
 
 
-def revoke_token(conn: Connection, token_id: int) -> bool:
-    result = conn.execute(
-        update(api_tokens)
-        .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=now(conn))
+def revoke_token(conn: Connection, token_id: int, owner: str | None = None) -> bool:
+    """Revoke a token still valid; with `owner`, only that user's (False for anyone else's,
+    which is not told apart from no token at all)."""
+    query = update(api_tokens).where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+    if owner is not None:
+        query = query.where(
+            api_tokens.c.user_id
+            == select(users.c.id).where(users.c.username == owner).scalar_subquery()
+        )
+    return conn.execute(query.values(revoked_at=now(conn))).rowcount > 0
+
+
+def tokens_of(conn: Connection, username: str) -> list[dict]:
+    """A user's tokens, newest first, as they may be shown: never the token itself (the
+    catalog does not have it)."""
+    query = (
+        select(
+            api_tokens.c.id,
+            api_tokens.c.name,
+            api_tokens.c.created_at,
+            api_tokens.c.expires_at,
+            api_tokens.c.last_used_at,
+            api_tokens.c.revoked_at,
+        )
+        .join(users, users.c.id == api_tokens.c.user_id)
+        .where(users.c.username == username)
+        .order_by(api_tokens.c.id.desc())
     )
-    return result.rowcount > 0
+    at = now(conn)
+    return [
+        {
+            **row._mapping,
+            "valid": row.revoked_at is None and (row.expires_at is None or row.expires_at > at),
+        }
+        for row in conn.execute(query)
+    ]
 
 
 def viewer_for_token(conn: Connection, policy: AccessPolicy, token: str | None) -> Viewer:

@@ -11,8 +11,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as FastApiPath
@@ -29,7 +30,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from arkhiv import __version__
 from arkhiv.access import iiif, oai
 from arkhiv.access.disclosure import object_view, precise_locations
-from arkhiv.access.exports import export_object, print_replica, web_level
+from arkhiv.access.exports import LEVELS, export_object, print_replica, web_level
 from arkhiv.access.files import NotFound, prepare_download
 from arkhiv.access.viewers import (
     ANONYMOUS,
@@ -37,6 +38,9 @@ from arkhiv.access.viewers import (
     Unauthorized,
     Viewer,
     anonymous,
+    issue_token,
+    revoke_token,
+    tokens_of,
     touch,
     touch_due,
     viewer_for_token,
@@ -45,9 +49,10 @@ from arkhiv.aip.archiving import ConcurrentChange
 from arkhiv.aip.description import DescriptionError
 from arkhiv.aip.show import object_document
 from arkhiv.archive import Archive
-from arkhiv.catalog import events, submissions
+from arkhiv.catalog import audit_log, events, submissions
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading, writing
+from arkhiv.dissemination.formats import FORMATS
 from arkhiv.errors import ArkhivError, CatalogUnavailable, ConfigError
 from arkhiv.identifiers import IdentifierError, normalize
 from arkhiv.jobs.archiving import describe_object
@@ -66,8 +71,18 @@ STATIC = Path(__file__).with_name("static")
 log = logging.getLogger("arkhiv.web")
 
 
-# Job numbers as the catalog stores them (a 64-bit integer): larger ones are no job at all.
+# Job and token numbers as the catalog stores them (a 64-bit integer): larger ones are none.
 JobNumber = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
+# Named in the OpenAPI document, so that clients (and schemathesis) know the choices.
+ExportName = Literal[tuple(FORMATS)]
+LevelName = Literal[LEVELS]
+
+
+class TokenRequest(BaseModel):
+    name: str = Field("", max_length=128, description="what the token is for")
+    days: int | None = Field(
+        90, ge=1, le=3650, description="valid for this many days; null: until revoked"
+    )
 
 
 class DipRequest(BaseModel):
@@ -205,6 +220,52 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         except CatalogUnavailable as exc:
             return JSONResponse({"status": "unavailable", "catalog": str(exc)}, status_code=503)
         return JSONResponse({"status": "ok", "catalog": "ok", "version": __version__})
+
+    def someone(who: Viewer = Depends(viewer)) -> Viewer:
+        if who.name == ANONYMOUS:
+            raise Unauthorized("sign in or give a token")
+        return who
+
+    @app.get("/api/v1/tokens", summary="Your API tokens (never the tokens themselves)")
+    def list_tokens(who: Viewer = Depends(someone)) -> list[dict[str, Any]]:
+        with reading(archive.engine) as conn:
+            return jsonable_encoder(tokens_of(conn, who.name))
+
+    @app.post(
+        "/api/v1/tokens",
+        status_code=201,
+        summary="A new API token for yourself, shown once. Only a person signed in with a "
+        "password (the session cookie, with the CSRF token) can make one: a token cannot make "
+        "more tokens, so a leaked one cannot outlive its revocation",
+        responses={403: {"description": "asked with a token rather than a signed-in session"}},
+    )
+    def create_token(
+        body: TokenRequest,
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+        who: Viewer = Depends(someone),
+    ) -> dict[str, Any]:
+        if credentials is not None:
+            raise Forbidden("tokens are made by a person signed in with a password, not by a token")
+        valid_for = timedelta(days=body.days) if body.days else None
+        with writing(archive.engine) as conn:
+            token_id, token = issue_token(conn, who.name, body.name, valid_for)
+            audit_log.append(conn, who.name, "token.issued", str(token_id), {"name": body.name})
+            made = next(entry for entry in tokens_of(conn, who.name) if entry["id"] == token_id)
+        return jsonable_encoder({**made, "token": token})
+
+    @app.delete(
+        "/api/v1/tokens/{token_id}",
+        status_code=204,
+        summary="Revoke one of your tokens at once (administrators: anyone's)",
+        responses={404: {"description": "no such token of yours still valid"}},
+    )
+    def delete_token(token_id: JobNumber, who: Viewer = Depends(someone)) -> Response:
+        owner = None if who.may(Permission.ADMINISTER) else who.name
+        with writing(archive.engine) as conn:
+            if not revoke_token(conn, token_id, owner):
+                raise NotFound(f"no valid token {token_id} of yours")
+            audit_log.append(conn, who.name, "token.revoked", str(token_id), {})
+        return Response(status_code=204)
 
     @app.get("/api/v1/status", summary="Catalog, stores, job queues, object counts and policy")
     def status(who: Viewer = Depends(viewer)) -> dict[str, Any]:
@@ -381,7 +442,7 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
             422: {"description": "unknown format, or one that cannot hold this model"},
         },
     )
-    def export_model(object_id: str, fmt: str, who: Viewer = Depends(viewer)):
+    def export_model(object_id: str, fmt: ExportName, who: Viewer = Depends(viewer)):
         identifier = _identifier(object_id)
         made = export_object(archive, who, identifier, fmt)
         return FileResponse(made.path, media_type=made.media_type, filename=made.filename)
@@ -397,8 +458,8 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
     )
     def web_level_of_detail(
         object_id: str,
-        level: str,
-        compression: str = Query("none", pattern="^(none|draco|meshopt)$"),
+        level: LevelName,
+        compression: Literal["none", "draco", "meshopt"] = "none",
         who: Viewer = Depends(viewer),
     ):
         identifier = _identifier(object_id)

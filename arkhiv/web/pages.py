@@ -17,7 +17,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,15 @@ from arkhiv.access.viewers import (
     Unauthorized,
     Viewer,
     anonymous,
+    issue_token,
+    revoke_token,
     token_id,
+    tokens_of,
     viewer_for_token,
 )
 from arkhiv.aip.show import object_document
 from arkhiv.archive import Archive
+from arkhiv.catalog import audit_log
 from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog import submissions as catalog_submissions
@@ -594,16 +598,50 @@ def pages_router(archive: Archive) -> APIRouter:
         response.delete_cookie(cookie_name(visit.secure), **_deletion(visit))
         return response
 
-    @router.get("/account", response_class=HTMLResponse)
-    def account(request: Request):
-        visit = signed_in(request)
+    def account_page(request: Request, visit: Visit, status: int = 200, **extra: Any):
         grant = settings.access.roles.get(visit.viewer.role)
+        with reading(archive.engine) as conn:
+            tokens = tokens_of(conn, visit.viewer.name)
         return render(
             request,
             visit,
             "account.html",
+            status=status,
             permissions=[p.value for p in (grant.permissions if grant else [])],
+            tokens=tokens,
+            **extra,
         )
+
+    @router.get("/account", response_class=HTMLResponse)
+    def account(request: Request):
+        return account_page(request, signed_in(request))
+
+    @router.post("/account/tokens", response_class=HTMLResponse)
+    async def new_token(request: Request):
+        """A token for the API, shown on this one answer (the catalog keeps only its hash)."""
+        visit = signed_in(request)
+        form = await form_of(request, visit)
+        if not visit.by_session:
+            raise Forbidden("tokens are made by a person signed in with a password")
+        name = str(form.get("name", "")).strip()[:128]
+        days = _whole_number(str(form.get("days", "")))
+        if days is None or not 1 <= days <= 3650:
+            return account_page(
+                request, visit, 422, token_error=_("Give a number of days from 1 to 3650.")
+            )
+        with writing(archive.engine) as conn:
+            made_id, token = issue_token(conn, visit.viewer.name, name, timedelta(days=days))
+            audit_log.append(conn, visit.viewer.name, "token.issued", str(made_id), {"name": name})
+        return account_page(request, visit, new_token=token)
+
+    @router.post("/account/tokens/{number}/revoke")
+    async def revoke_own_token(request: Request, number: int):
+        visit = signed_in(request)
+        await form_of(request, visit)
+        with writing(archive.engine) as conn:
+            if revoke_token(conn, number, owner=visit.viewer.name):
+                audit_log.append(conn, visit.viewer.name, "token.revoked", str(number), {})
+        return RedirectResponse("/account?revoked=1", status_code=303)
 
     @router.post("/account/password", response_class=HTMLResponse)
     async def change_password(request: Request):
@@ -611,16 +649,9 @@ def pages_router(archive: Archive) -> APIRouter:
         form = await form_of(request, visit)
         current = str(form.get("current", ""))
         new = str(form.get("new", ""))
-        grant = settings.access.roles.get(visit.viewer.role)
-        permissions = [p.value for p in (grant.permissions if grant else [])]
         if sign_in_failures.retry_after(f"password:{visit.viewer.name}"):
-            return render(
-                request,
-                visit,
-                "account.html",
-                status=429,
-                permissions=permissions,
-                error=_("Too many attempts. Try again in a minute."),
+            return account_page(
+                request, visit, 429, error=_("Too many attempts. Try again in a minute.")
             )
         try:
             with writing(archive.engine) as conn:
@@ -629,18 +660,9 @@ def pages_router(archive: Archive) -> APIRouter:
                 cookie = new_session(conn, visit.viewer.name)
         except Unauthorized:
             sign_in_failures.hit(f"password:{visit.viewer.name}")
-            return render(
-                request,
-                visit,
-                "account.html",
-                status=401,
-                permissions=permissions,
-                error=_("The current password is wrong."),
-            )
+            return account_page(request, visit, 401, error=_("The current password is wrong."))
         except ArkhivError as exc:
-            return render(
-                request, visit, "account.html", status=422, permissions=permissions, error=str(exc)
-            )
+            return account_page(request, visit, 422, error=str(exc))
         return with_session(RedirectResponse("/account?changed=1", status_code=303), visit, cookie)
 
     return router
@@ -796,6 +818,11 @@ def _event_label(uri: str) -> str:
         return EventType(code).label
     except ValueError:
         return code
+
+
+def _whole_number(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isdigit() and len(text) < 9 else None
 
 
 def _map_area(text: str) -> tuple[float, float, float, float] | None:
