@@ -110,6 +110,13 @@ class ReconstructionSettings(_Section):
     max_attempts: int = Field(
         3, ge=1, description="tries per reconstruction (a capture that cannot work fails once)"
     )
+    max_image_side: int = Field(
+        1600, ge=400, le=10000, description="photos are downscaled to this many pixels (long side)"
+    )
+    dense: Literal["auto", "cpu"] = Field(
+        "auto", description="auto: COLMAP's PatchMatch when pycolmap has CUDA, else the CPU stereo"
+    )
+    threads: int = Field(0, ge=0, le=1024, description="0: every core of the worker's machine")
 
 
 class SchedulerSettings(_Section):
@@ -431,6 +438,12 @@ retention_days = 30
 # Every archived capture without a model gets a `reconstruct` job (docs/reconstruction.md).
 on_ingest = true
 max_attempts = 3
+# Photos are matched and stereo-matched at this size (long side, pixels); larger is slower.
+max_image_side = 1600
+# "auto" uses COLMAP's PatchMatch stereo where pycolmap was built with CUDA, else the CPU stereo.
+dense = "auto"
+# Threads per reconstruction; 0 uses every core of the worker's machine.
+threads = 0
 
 [scheduler]
 enabled = true

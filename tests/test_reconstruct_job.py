@@ -20,7 +20,7 @@ from rdflib.namespace import RDF
 from arkhiv.aip.archiving import file_id
 from arkhiv.aip.placement import object_key
 from arkhiv.ingest.bagging import make_bag
-from arkhiv.jobs.reconstruction import MODEL_FOLDER, RECONSTRUCT_KIND
+from arkhiv.jobs.reconstruction import MODEL_FOLDER, RECONSTRUCT_KIND, REPORT_NAME
 from arkhiv.jobs.worker import Worker
 from tests.conftest import arkhiv_command
 from tests.synthetic_scene import make_scene, write_photo_set, write_polycam_export
@@ -271,4 +271,95 @@ def test_a_retry_after_the_model_was_made_only_writes_the_version(
     assert archive.queue.get(job.id).status == "done"
     assert len(runs) == 1  # the second attempt reused the model the first one made
     assert show(env, object_id)["head_version"] == 2
+    assert not list(archive.staging_dir.glob("reconstruct-*"))
+
+
+def test_progress_follows_the_stages_and_the_settings_reach_the_pipeline(
+    archive, env, corpora, tmp_path
+):
+    from arkhiv.jobs.reconstruction import reconstruct_object
+
+    upload = tmp_path / "scan"
+    upload.mkdir()
+    (upload / "armadillo.ply").write_bytes(
+        (corpora / "3d-models/stanford/armadillo-pointcloud.ply").read_bytes()
+    )
+    object_id = archived(tmp_path, env, upload, "point-cloud")
+    archive.settings.reconstruction.threads = 1
+    seen: list[tuple[float, str]] = []
+    result = reconstruct_object(
+        archive, object_id, "test-worker", progress=lambda f, m: seen.append((f, m))
+    )
+    assert result["version"] == 2
+    messages = [message for _fraction, message in seen]
+    for stage in ("read", "normals", "surface", "clean-up", "write"):
+        assert f"point cloud: {stage}" in messages, messages
+    fractions = [fraction for fraction, _message in seen]
+    assert fractions == sorted(fractions) and 0.0 == fractions[0] < fractions[-1] == 0.96
+    report = json.loads(
+        head_file(archive, object_id, show(env, object_id), f"{MODEL_FOLDER}/{REPORT_NAME}")
+    )
+    assert report["parameters"]["surface"]["threads"] == 1
+    assert f"{MODEL_FOLDER}/points.ply" in {
+        f["logical_path"] for f in show(env, object_id)["files"]
+    }
+
+
+@pytest.mark.damages_aips  # every copy of the capture is spoilt on purpose
+def test_a_job_that_keeps_failing_gives_up_after_its_attempts_with_the_reason(
+    archive, env, corpora, tmp_path
+):
+    from tests.test_fixity_audit import flip_a_bit
+
+    upload = tmp_path / "scan"
+    upload.mkdir()
+    (upload / "terrain.las").write_bytes((corpora / "pointclouds/simple.las").read_bytes())
+    object_id = archived(tmp_path, env, upload, "point-cloud")
+    # No copy of the scan passes its audit any more: nothing can be read, try after try.
+    for store in archive.settings.stores:
+        [scan] = [
+            p
+            for p in (store.path / object_key(object_id)).rglob("terrain.las")
+            if "/content/" in p.as_posix()
+        ]
+        flip_a_bit(scan, __import__("random").Random(1))
+    [job] = archive.queue.list(queue="reconstruct")
+    deadline = time.monotonic() + 60
+    while archive.queue.get(job.id).status not in ("dead", "done"):
+        assert time.monotonic() < deadline, archive.queue.get(job.id)
+        Worker(archive, ["reconstruct"], burst=True).run()
+        time.sleep(0.3)  # the back-off between attempts
+    ended = archive.queue.get(job.id)
+    assert ended.status == "dead" and ended.attempts == archive.settings.reconstruction.max_attempts
+    shown = show(env, object_id)
+    assert shown["head_version"] == 1
+    [failure] = [e for e in shown["events"] if e["label"] == "creation"]
+    assert failure["outcome"] == "failure"
+    assert f"gave up after {ended.attempts} attempts" in failure["detail"]
+    assert not list(archive.staging_dir.glob("reconstruct-*")), "the working folder is left"
+
+
+def test_an_attempt_waits_while_an_earlier_one_still_runs_on_this_machine(
+    archive, env, corpora, tmp_path
+):
+    """A worker that lost its lease may still be running; the job claimed again on the same
+    machine must not work in (and wipe) the same folder: it fails this attempt and tries
+    later."""
+    import fcntl
+
+    from arkhiv.errors import ArkhivError
+    from arkhiv.jobs.reconstruction import _workdir, reconstruct_object
+
+    upload = tmp_path / "scan"
+    upload.mkdir()
+    (upload / "terrain.las").write_bytes((corpora / "pointclouds/simple.las").read_bytes())
+    object_id = archived(tmp_path, env, upload, "point-cloud")
+    workdir = _workdir(archive, object_id, 7)
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    with open(workdir.with_name(workdir.name + ".lock"), "a") as earlier:
+        fcntl.flock(earlier, fcntl.LOCK_EX)  # the earlier attempt, still at work
+        with pytest.raises(ArkhivError, match="still running on this machine"):
+            reconstruct_object(archive, object_id, "second-worker", job_id=7)
+        fcntl.flock(earlier, fcntl.LOCK_UN)
+    assert reconstruct_object(archive, object_id, "second-worker", job_id=7)["version"] == 2
     assert not list(archive.staging_dir.glob("reconstruct-*"))

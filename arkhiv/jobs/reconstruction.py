@@ -19,12 +19,14 @@ job again from the start, or, when the version was already planned, finishes wri
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,9 @@ STAGES = {
         "local frame",
         "write",
     ),
+    "depth": ("read", "depth", "fuse", "extract", "clean-up", "decimate", "write"),
+    "point cloud": ("read", "normals", "surface", "clean-up", "decimate", "write"),
+    "mesh": ("read", "frame", "clean-up", "write", "validate"),
 }
 
 Progress = Callable[[float, str], None]
@@ -142,7 +147,9 @@ def reconstruct_job(ctx: JobContext) -> dict[str, Any]:
                 row = catalog_objects.get_object(conn, object_id)
             if row is not None and row["head_version"]:
                 _record_failure(ctx.archive, object_id, row["head_version"], None, reason, {})
-            shutil.rmtree(_workdir(ctx.archive, object_id, ctx.job.id), ignore_errors=True)
+            workdir = _workdir(ctx.archive, object_id, ctx.job.id)
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.with_name(workdir.name + ".lock").unlink(missing_ok=True)
         raise
 
 
@@ -168,6 +175,44 @@ def reconstruct_object(
             raise ArkhivError(f"{object_id} is still being archived")
         head = catalog_objects.version_state(conn, object_id, row["head_version"])
     workdir = _workdir(archive, object_id, job_id)
+    with _working_alone(workdir):
+        return _reconstruct_in(
+            archive, object_id, holder, row, head, workdir, force, report_progress, lease_lost
+        )
+
+
+@contextmanager
+def _working_alone(workdir: Path) -> Iterator[None]:
+    """One process at a time in a job's working folder: a worker that lost its lease may still
+    be running when the job is claimed again on the same machine (the claimer tries later)."""
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = workdir.with_name(workdir.name + ".lock")
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArkhivError(
+                "an earlier attempt at this job is still running on this machine"
+            ) from None
+        try:
+            yield
+        finally:
+            if not workdir.exists():  # the job is over: nothing left to guard
+                lock_path.unlink(missing_ok=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _reconstruct_in(
+    archive: Archive,
+    object_id: str,
+    holder: str,
+    row: dict[str, Any],
+    head: dict[str, Any],
+    workdir: Path,
+    force: bool,
+    report_progress: Progress,
+    lease_lost: threading.Event | None,
+) -> dict[str, Any]:
     finished_file = workdir / "finished.json"
     resumed = _resume_planned(archive, object_id, row["head_version"], workdir, holder)
     if resumed is not None:
@@ -262,7 +307,7 @@ def _run_pipeline(
 ) -> dict[str, Any]:
     """Copy the capture, run the pipeline into `workdir/output`; what the version needs
     (pipeline, report, sources), with no staging path in it."""
-    from arkhiv.reconstruct.pipelines import choose, run
+    from arkhiv.reconstruct.pipelines import PipelineOptions, choose, run
     from arkhiv.reconstruct.report import ReconstructionFailed, stage_listener
 
     shutil.rmtree(workdir, ignore_errors=True)
@@ -297,7 +342,12 @@ def _run_pipeline(
 
     token = stage_listener.set(on_stage)
     try:
-        report = run(choice, workdir / "output")
+        chosen = archive.settings.reconstruction
+        report = run(
+            choice,
+            workdir / "output",
+            PipelineOptions(chosen.max_image_side, chosen.dense, chosen.threads),
+        )
     except ReconstructionFailed as failure:
         partial = getattr(failure, "report", None)
         reason = _without_paths(failure.reason, workdir)

@@ -9,7 +9,8 @@ several kinds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from arkhiv.reconstruct.report import ReconstructionFailed, ReconstructionReport
@@ -19,6 +20,20 @@ CLOUD_SUFFIXES = {".las", ".laz", ".e57"}
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif"}
 MODES = {"mesh": "mesh", "lidar-depth": "depth", "point-cloud": "point cloud", "photos": "photos"}
 PREFERENCE = ("mesh", "depth", "point cloud", "photos")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What a worker's settings change in every pipeline (the rest are the pipelines' own
+    defaults, recorded in each report)."""
+
+    max_image_side: int = 1600  # photos are downscaled to this for matching and stereo
+    dense: str = "auto"  # photos: "auto" (CUDA PatchMatch when pycolmap has CUDA) or "cpu"
+    threads: int = 0  # 0: every core of the machine
+
+    @property
+    def thread_count(self) -> int:
+        return self.threads or os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -64,21 +79,48 @@ def choose(capture: Path, declared_mode: str | None = None) -> Choice | None:
     return None
 
 
-def run(choice: Choice, output: Path) -> ReconstructionReport:
+def run(
+    choice: Choice, output: Path, options: PipelineOptions = PipelineOptions()
+) -> ReconstructionReport:
     """Run the chosen pipeline into `output` (model.glb and model.ply, plus what it adds)."""
     output.mkdir(parents=True, exist_ok=True)
+    threads = options.thread_count
     if choice.pipeline == "photos":
-        from arkhiv.reconstruct.photos import mesh_from_photos
+        from arkhiv.reconstruct.photos import PhotoOptions, mesh_from_photos
 
-        return mesh_from_photos(choice.input, output)
+        defaults = PhotoOptions()
+        return mesh_from_photos(
+            choice.input,
+            output,
+            replace(
+                defaults,
+                max_image_side=options.max_image_side,
+                dense=options.dense,
+                threads=threads,
+                stereo=replace(
+                    defaults.stereo, max_image_side=options.max_image_side, threads=threads
+                ),
+                surface=replace(defaults.surface, threads=threads),
+            ),
+        )
     if choice.pipeline == "point cloud":
-        from arkhiv.reconstruct.pointcloud import mesh_from_points
+        from arkhiv.reconstruct.pointcloud import PointCloudOptions, mesh_from_points
 
-        return mesh_from_points(choice.input, output)
+        defaults = PointCloudOptions()
+        return mesh_from_points(
+            choice.input,
+            output,
+            replace(defaults, surface=replace(defaults.surface, threads=threads)),
+        )
     if choice.pipeline == "depth":
-        from arkhiv.reconstruct.depth import mesh_from_depth
+        from arkhiv.reconstruct.depth import DepthOptions, mesh_from_depth
 
-        return mesh_from_depth(choice.input, output)
+        defaults = DepthOptions()
+        return mesh_from_depth(
+            choice.input,
+            output,
+            replace(defaults, surface=replace(defaults.surface, threads=threads)),
+        )
     if choice.pipeline == "mesh":
         from arkhiv.reconstruct.meshes import master_from_mesh
 
