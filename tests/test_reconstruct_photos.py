@@ -119,7 +119,7 @@ def test_photos_of_unrelated_things_end_with_a_reason(tmp_path):
         return Image.fromarray(small).resize((640, 480), Image.Resampling.BICUBIC)
 
     _photos(tmp_path / "photos", 5, texture)
-    with pytest.raises(ReconstructionFailed, match="could not be put together|could be placed"):
+    with pytest.raises(ReconstructionFailed, match=r"could not be put together|could be placed"):
         sparse_reconstruction(tmp_path / "photos", tmp_path / "out", PhotoOptions())
 
 
