@@ -268,6 +268,31 @@ def orbit_by_mouse_and_keyboard(page, viewer, png: bytes) -> None:
     )
 
 
+def use_the_viewer_controls(page, viewer) -> None:
+    """Zoom with the wheel, more light, full detail, full screen and back."""
+    orbit = "document.querySelector('model-viewer').getCameraOrbit()"
+    box = viewer.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    before = page.evaluate(f"{orbit}.radius")
+    page.mouse.wheel(0, -600)
+    assert wait_until(lambda: page.evaluate(f"{orbit}.radius") < 0.95 * before), "no zoom"
+
+    def brightness() -> float:
+        return ImageStat.Stat(Image.open(io.BytesIO(viewer.screenshot())).convert("L")).mean[0]
+
+    dim = brightness()
+    page.get_by_role("slider", name="Light").fill("2.5")
+    assert page.evaluate("document.querySelector('model-viewer').exposure") == 2.5
+    assert wait_until(lambda: brightness() > dim + 2), "more light did not brighten the model"
+
+    page.get_by_role("button", name="Full detail").click()
+    page.wait_for_selector("[data-viewer][data-loaded=high]", timeout=120_000)
+    page.get_by_role("button", name="Full screen").click()
+    assert wait_until(lambda: page.evaluate("!!document.fullscreenElement")), "no full screen"
+    page.get_by_role("button", name="Full screen").click()
+    assert wait_until(lambda: page.evaluate("!document.fullscreenElement"))
+
+
 def non_blank(png: bytes) -> tuple[float, float]:
     """(standard deviation of the grey levels, share of pixels far from the background)."""
     image = Image.open(io.BytesIO(png)).convert("L")
@@ -295,6 +320,8 @@ def test_a_visitor_turns_the_model_in_the_3d_viewer(
         deviation, differing = non_blank(png)
         assert deviation > 8 and differing > 0.02, (deviation, differing)
         orbit_by_mouse_and_keyboard(page, viewer, png)
+        if viewport is DESKTOP:
+            use_the_viewer_controls(page, viewer)
         assert page.get_by_role("button", name="Full screen").is_visible()
         assert page.get_by_text("CC-BY-4.0").count() >= 1  # licence
         assert bunny in page.locator(".citation").inner_text()
@@ -473,18 +500,48 @@ def accessibility_violations(page) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(900)  # about 90 page visits with axe; two minutes on an idle machine
 def test_every_page_passes_the_accessibility_checks(
     archive, env, server, browser, corpora, tmp_path
 ):
     assert AXE.is_file(), "axe-core comes with `make test` (frontend/package.json)"
+    from arkhiv.access.viewers import issue_token
+    from arkhiv.catalog.database import writing
+    from arkhiv.jobs.dissemination import queue_dip
+
     bunny = archived_model(
         archive, env, tmp_path, corpora / "3d-models/bunny-multiformat/bunny.glb", "Bunny"
     )
+    # A refused package, so that the report page shows its per-file problems.
+    bad, _good = bad_bag_zip(corpora, tmp_path)
+    (tmp_path / "bad.zip").write_bytes(bad)
+    code, refused = submit(tmp_path / "bad.zip", env)
+    assert code == 1, refused
+    # Rows in the tables: a researcher's request and token, for the researcher's pages.
+    researchers = {f"researcher-{viewport['width']}" for viewport in (PHONE, DESKTOP)}
+    for name in researchers:
+        user(archive, name, "researcher")
+        with writing(archive.engine) as conn:
+            queue_dip(
+                conn,
+                archive,
+                Viewer(name, "researcher", archive.settings.access),
+                bunny,
+                ["glb"],
+                False,
+            )
+            issue_token(conn, name, "harvester")
     pages = {
         None: ["/", "/?q=bunny", f"/objects/{bunny}", "/signin", "/objects/ark:99999/b3none0"],
         "citizen": ["/capture", "/submit", "/submissions", "/account"],
-        "researcher": ["/requests", f"/objects/{bunny}"],
-        "officer": ["/officer", f"/officer/objects/{bunny}"],
+        "museum": ["/submit", "/submissions"],
+        "researcher": ["/requests", f"/objects/{bunny}", "/account"],
+        "partner": [f"/objects/{bunny}"],
+        "officer": [
+            "/officer",
+            f"/officer/objects/{bunny}",
+            f"/submissions/{refused['id']}",
+        ],
     }
     problems = {}
     for role, paths in pages.items():
@@ -492,7 +549,8 @@ def test_every_page_passes_the_accessibility_checks(
             # axe is injected as a script of the test's own: the pages' CSP would refuse it.
             page = new_page(browser, viewport, bypass_csp=True)
             if role:
-                sign_in(page, server, user(archive, f"{role}-{viewport['width']}", role))
+                name = f"{role}-{viewport['width']}"
+                sign_in(page, server, name if name in researchers else user(archive, name, role))
             for path in paths:
                 for language in ("en", "uk"):
                     separator = "&" if "?" in path else "?"
