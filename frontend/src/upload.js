@@ -92,6 +92,27 @@ class Uploader {
     return status >= 400 && status < 500 && ![409, 423, 429].includes(status);
   }
 
+  // Why the server said no, in the page's language where the status tells (the server's own
+  // words, in English, follow for the rest).
+  refusal(error) {
+    const response = error.originalResponse;
+    const status = response ? response.getStatus() : 0;
+    const known = {
+      401: this.text.msgSignedOut,
+      403: this.text.msgSignedOut,
+      410: this.text.msgExpired,
+      413: this.text.msgTooLarge,
+    }[status];
+    if (known) return known;
+    let detail = "";
+    try {
+      detail = JSON.parse(response?.getBody() || "{}").detail || "";
+    } catch {
+      detail = "";
+    }
+    return `${this.text.msgRefused} ${typeof detail === "string" ? detail : ""}`.trim();
+  }
+
   resumeWaiting() {
     const waiting = this.waiting.splice(0);
     for (const upload of waiting) upload.start();
@@ -131,7 +152,7 @@ class Uploader {
         },
         onError: (error) => {
           if (Uploader.refused(error)) {
-            row.state.textContent = this.text.msgRefused;
+            row.state.textContent = this.refusal(error);
             reject(error);
             return;
           }
@@ -277,7 +298,7 @@ class Uploader {
       try {
         ids = await this.uploadAll(files);
       } catch (error) {
-        this.say(`${this.text.msgRefused} ${error.originalResponse?.getBody() || ""}`);
+        this.say(this.refusal(error));
         return;
       }
       this.say(this.text.msgSubmitting);
