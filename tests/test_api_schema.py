@@ -16,7 +16,9 @@ from tests.test_submit import env
 __all__ = ["env"]
 
 
-def fuzz(app, *, headers=None, object_id=None, max_examples=25) -> tuple[list, int, list, list]:
+def fuzz(
+    app, *, headers=None, object_id=None, max_examples=25, skip=()
+) -> tuple[list, int, list, list]:
     """Generated requests for every operation: (server errors, operations, operations called,
     (operation, status) answered).
     With `object_id`, every path that names an object names that one (the rest is generated),
@@ -25,6 +27,8 @@ def fuzz(app, *, headers=None, object_id=None, max_examples=25) -> tuple[list, i
     failures, operations, calls, answered = [], 0, [], []
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.label in skip:
+            continue
         operations += 1
 
         @given(case=operation.as_strategy())
@@ -74,7 +78,13 @@ def test_generated_requests_about_a_real_model_by_an_officer_make_no_server_erro
     app = create_app(archive, embedded_worker=False)
     with TestClient(app):
         failures, operations, calls, answered = fuzz(
-            app, headers=headers, object_id=object_id, max_examples=15
+            app,
+            headers=headers,
+            object_id=object_id,
+            max_examples=15,
+            # It would revoke the fuzzer's own token (number 1) and leave the rest 401s; the
+            # anonymous run above fuzzes it.
+            skip=("DELETE /api/v1/tokens/{token_id}",),
         )
     assert len(set(calls)) == operations
     # The handlers ran on the real object: they answered with content, not only 404s.
