@@ -1050,7 +1050,7 @@ def tokens_create(
 
     valid_for = timedelta(days=days) if days else None
     with _opened() as archive, writing(archive.engine) as conn:
-        token_id, token = issue_token(conn, username, name, valid_for)
+        token_id, token = issue_token(conn, username, name, valid_for, actor="cli")
     if as_json:
         _print_json({"id": token_id, "user": username, "token": token})
     else:
@@ -1089,7 +1089,7 @@ def tokens_revoke(token_id: int = typer.Argument(..., help="The token's number."
     from arkhiv.catalog.database import writing
 
     with _opened() as archive, writing(archive.engine) as conn:
-        revoked = revoke_token(conn, token_id)
+        revoked = revoke_token(conn, token_id, actor="cli")
     if not revoked:
         raise ArkhivError(f"no valid token {token_id}")
     out.print(f"token {token_id} revoked")

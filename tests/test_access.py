@@ -205,5 +205,8 @@ def test_users_and_tokens_from_the_command_line(archive, archive_env):
     run("tokens", "revoke", str(made["id"]))
     assert run("tokens", "revoke", str(made["id"]), check=False).returncode == 1
     assert "revoked" in run("tokens", "list", "olena").stdout
+    with reading(archive.engine) as conn:
+        logged = [(e["actor"], e["action"]) for e in audit_log.entries(conn)]
+    assert ("cli", "token.issued") in logged and ("cli", "token.revoked") in logged
     with reading(archive.engine) as conn, pytest.raises(Unauthorized):
         viewer_for_token(conn, archive.settings.access, made["token"])

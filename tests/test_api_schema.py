@@ -89,7 +89,6 @@ def test_generated_requests_about_a_real_model_by_an_officer_make_no_server_erro
     assert len(set(calls)) == operations
     # The handlers ran on the real object: they answered with content, not only 404s.
     reached = {label for label, status in answered if "{object_id" in label and status < 300}
-    print(sorted(reached))
     assert len(reached) >= 6, sorted(reached)
     assert failures == []
 

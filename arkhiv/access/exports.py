@@ -32,20 +32,20 @@ MASTER = "derivatives/model/model.glb"
 CLOUD_MASTER = "derivatives/model/points.ply"
 
 
+def master_of(fmt) -> str:
+    """The archived file an export format is made from: the mesh wherever the format holds
+    meshes, the kept cloud for the point-cloud-only formats."""
+    from arkhiv.dissemination.formats import MESH
+
+    return MASTER if MESH in fmt.masters else CLOUD_MASTER
+
+
 def available_formats(logical_paths) -> list[dict]:
-    """The export formats (as plain data) an object with these head files can be had in: the
-    mesh formats when it has a model, the point-cloud ones when it also kept its cloud."""
-    from arkhiv.dissemination.formats import CLOUD, FORMATS, MESH
+    """The export formats (as plain data) an object with these head files can be had in."""
+    from arkhiv.dissemination.formats import FORMATS
 
     paths = set(logical_paths)
-    kinds = {MESH} if MASTER in paths else set()
-    if CLOUD_MASTER in paths:
-        kinds.add(CLOUD)
-    return [
-        fmt.as_dict()
-        for fmt in FORMATS.values()
-        if (MESH in fmt.masters and MESH in kinds) or (fmt.masters == (CLOUD,) and CLOUD in kinds)
-    ]
+    return [fmt.as_dict() for fmt in FORMATS.values() if master_of(fmt) in paths]
 
 
 @dataclass
@@ -60,14 +60,7 @@ class Export:
 def export_object(archive: Archive, viewer: Viewer, object_id: str, fmt: str) -> Export:
     """The object's model as `fmt`, for a viewer allowed derivatives (ExportError for a format
     that does not exist or cannot hold this model)."""
-    from arkhiv.dissemination.formats import (
-        FOLDER,
-        FORMATS,
-        MESH,
-        ExportError,
-        export,
-        zip_export,
-    )
+    from arkhiv.dissemination.formats import FOLDER, FORMATS, ExportError, export, zip_export
 
     viewer.require(Permission.DOWNLOAD_ACCESS_COPIES, "download access copies")
     chosen = FORMATS.get(fmt)
@@ -80,14 +73,8 @@ def export_object(archive: Archive, viewer: Viewer, object_id: str, fmt: str) ->
     media_type = "application/zip" if packed else chosen.mime
     if (folder / name).is_file():
         return Export(folder / name, name, media_type, fmt, cached=True)
-    source = MASTER if MESH in chosen.masters else CLOUD_MASTER
-    if source == CLOUD_MASTER and not _has_file(archive, object_id, CLOUD_MASTER):
-        raise ExportError(
-            f"{fmt} holds point clouds and this object's model is a mesh (it was not made "
-            "from a point cloud)"
-        )
     # The master goes through the same rules as any file (role, verified replica).
-    with _master(archive, viewer, object_id, source) as master:
+    with _master(archive, viewer, object_id, master_of(chosen)) as master:
 
         def make(work: Path) -> None:
             (work / "model").mkdir()
@@ -183,18 +170,21 @@ def _cache(archive: Archive, viewer: Viewer, object_id: str) -> Path:
     return archive.settings.home / "cache" / "exports" / safe / f"v{row['head_version']}"
 
 
-def _has_file(archive: Archive, object_id: str, logical_path: str) -> bool:
-    with reading(archive.engine) as conn:
-        row = catalog_objects.get_object(conn, object_id)
-        head = row["head_version"] if row else 0
-        return logical_path in catalog_objects.version_state(conn, object_id, head)
-
-
 @contextmanager
 def _master(
     archive: Archive, viewer: Viewer, object_id: str, logical_path: str = MASTER
 ) -> Iterator[Path]:
-    master = prepare_download(archive, viewer, object_id, logical_path)
+    try:
+        master = prepare_download(archive, viewer, object_id, logical_path)
+    except NotFound:
+        if logical_path != CLOUD_MASTER:
+            raise
+        from arkhiv.dissemination.formats import ExportError
+
+        raise ExportError(
+            "this format holds point clouds and this object's model is a mesh (it was not "
+            "made from a point cloud)"
+        ) from None
     try:
         yield master.path
     finally:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, insert, or_, select, update
 
+from arkhiv.catalog import audit_log
 from arkhiv.catalog.database import now
 from arkhiv.catalog.tables import api_tokens, users
 from arkhiv.errors import ArkhivError
@@ -73,9 +74,15 @@ def create_user(
 
 
 def issue_token(
-    conn: Connection, username: str, name: str = "", valid_for: timedelta | None = None
+    conn: Connection,
+    username: str,
+    name: str = "",
+    valid_for: timedelta | None = None,
+    *,
+    actor: str = "",
 ) -> tuple[int, str]:
-    """(token id, the token): the token is not stored and cannot be shown again."""
+    """(token id, the token): the token is not stored and cannot be shown again. `actor` is
+    who made it, for the audit log (default: the user)."""
     user = conn.execute(select(users).where(users.c.username == username)).first()
     if user is None:
         raise ArkhivError(f"no user {username}")
@@ -92,19 +99,26 @@ def issue_token(
         )
         .returning(api_tokens.c.id)
     ).scalar_one()
+    audit_log.append(conn, actor or username, "token.issued", str(token_id), {"name": name})
     return token_id, token
 
 
-def revoke_token(conn: Connection, token_id: int, owner: str | None = None) -> bool:
+def revoke_token(
+    conn: Connection, token_id: int, owner: str | None = None, *, actor: str = ""
+) -> bool:
     """Revoke a token still valid; with `owner`, only that user's (False for anyone else's,
-    which is not told apart from no token at all)."""
+    which is not told apart from no token at all). `actor` is who did it, for the audit log
+    (default: the owner)."""
     query = update(api_tokens).where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
     if owner is not None:
         query = query.where(
             api_tokens.c.user_id
             == select(users.c.id).where(users.c.username == owner).scalar_subquery()
         )
-    return conn.execute(query.values(revoked_at=now(conn))).rowcount > 0
+    revoked = conn.execute(query.values(revoked_at=now(conn))).rowcount > 0
+    if revoked:
+        audit_log.append(conn, actor or owner or "", "token.revoked", str(token_id), {})
+    return revoked
 
 
 def tokens_of(conn: Connection, username: str) -> list[dict]:

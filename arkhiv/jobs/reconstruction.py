@@ -149,7 +149,7 @@ def reconstruct_job(ctx: JobContext) -> dict[str, Any]:
                 _record_failure(ctx.archive, object_id, row["head_version"], None, reason, {})
             workdir = _workdir(ctx.archive, object_id, ctx.job.id)
             shutil.rmtree(workdir, ignore_errors=True)
-            workdir.with_name(workdir.name + ".lock").unlink(missing_ok=True)
+            _lock_of(workdir).unlink(missing_ok=True)
         raise
 
 
@@ -186,7 +186,7 @@ def _working_alone(workdir: Path) -> Iterator[None]:
     """One process at a time in a job's working folder: a worker that lost its lease may still
     be running when the job is claimed again on the same machine (the claimer tries later)."""
     workdir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = workdir.with_name(workdir.name + ".lock")
+    lock_path = _lock_of(workdir)
     with open(lock_path, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -200,6 +200,10 @@ def _working_alone(workdir: Path) -> Iterator[None]:
             if not workdir.exists():  # the job is over: nothing left to guard
                 lock_path.unlink(missing_ok=True)
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _lock_of(workdir: Path) -> Path:
+    return workdir.with_name(workdir.name + ".lock")
 
 
 def _reconstruct_in(

@@ -93,39 +93,35 @@ def run(
             choice.input,
             output,
             replace(
-                defaults,
+                _surface_threads(defaults, threads),
                 max_image_side=options.max_image_side,
                 dense=options.dense,
                 threads=threads,
                 stereo=replace(
                     defaults.stereo, max_image_side=options.max_image_side, threads=threads
                 ),
-                surface=replace(defaults.surface, threads=threads),
             ),
         )
     if choice.pipeline == "point cloud":
         from arkhiv.reconstruct.pointcloud import PointCloudOptions, mesh_from_points
 
-        defaults = PointCloudOptions()
         return mesh_from_points(
-            choice.input,
-            output,
-            replace(defaults, surface=replace(defaults.surface, threads=threads)),
+            choice.input, output, _surface_threads(PointCloudOptions(), threads)
         )
     if choice.pipeline == "depth":
         from arkhiv.reconstruct.depth import DepthOptions, mesh_from_depth
 
-        defaults = DepthOptions()
-        return mesh_from_depth(
-            choice.input,
-            output,
-            replace(defaults, surface=replace(defaults.surface, threads=threads)),
-        )
+        return mesh_from_depth(choice.input, output, _surface_threads(DepthOptions(), threads))
     if choice.pipeline == "mesh":
         from arkhiv.reconstruct.meshes import master_from_mesh
 
         return master_from_mesh(choice.input, output)
     raise ReconstructionFailed(f"no pipeline called {choice.pipeline!r}")
+
+
+def _surface_threads(options, threads: int):
+    """The pipeline's options with the surface stage (Poisson) on `threads` threads."""
+    return replace(options, surface=replace(options.surface, threads=threads))
 
 
 def _ply_has_faces(path: Path) -> bool | None:

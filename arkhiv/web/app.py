@@ -49,7 +49,7 @@ from arkhiv.aip.archiving import ConcurrentChange
 from arkhiv.aip.description import DescriptionError
 from arkhiv.aip.show import object_document
 from arkhiv.archive import Archive
-from arkhiv.catalog import audit_log, events, submissions
+from arkhiv.catalog import events, submissions
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog.database import reading, writing
 from arkhiv.dissemination.formats import FORMATS
@@ -249,7 +249,6 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         valid_for = timedelta(days=body.days) if body.days else None
         with writing(archive.engine) as conn:
             token_id, token = issue_token(conn, who.name, body.name, valid_for)
-            audit_log.append(conn, who.name, "token.issued", str(token_id), {"name": body.name})
             made = next(entry for entry in tokens_of(conn, who.name) if entry["id"] == token_id)
         return jsonable_encoder({**made, "token": token})
 
@@ -262,9 +261,8 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
     def delete_token(token_id: JobNumber, who: Viewer = Depends(someone)) -> Response:
         owner = None if who.may(Permission.ADMINISTER) else who.name
         with writing(archive.engine) as conn:
-            if not revoke_token(conn, token_id, owner):
+            if not revoke_token(conn, token_id, owner, actor=who.name):
                 raise NotFound(f"no valid token {token_id} of yours")
-            audit_log.append(conn, who.name, "token.revoked", str(token_id), {})
         return Response(status_code=204)
 
     @app.get("/api/v1/status", summary="Catalog, stores, job queues, object counts and policy")

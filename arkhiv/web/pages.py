@@ -44,7 +44,6 @@ from arkhiv.access.viewers import (
 )
 from arkhiv.aip.show import object_document
 from arkhiv.archive import Archive
-from arkhiv.catalog import audit_log
 from arkhiv.catalog import events as catalog_events
 from arkhiv.catalog import objects as catalog_objects
 from arkhiv.catalog import submissions as catalog_submissions
@@ -630,8 +629,7 @@ def pages_router(archive: Archive) -> APIRouter:
                 request, visit, 422, token_error=_("Give a number of days from 1 to 3650.")
             )
         with writing(archive.engine) as conn:
-            made_id, token = issue_token(conn, visit.viewer.name, name, timedelta(days=days))
-            audit_log.append(conn, visit.viewer.name, "token.issued", str(made_id), {"name": name})
+            _made_id, token = issue_token(conn, visit.viewer.name, name, timedelta(days=days))
         return account_page(request, visit, new_token=token)
 
     @router.post("/account/tokens/{number}/revoke")
@@ -639,8 +637,7 @@ def pages_router(archive: Archive) -> APIRouter:
         visit = signed_in(request)
         await form_of(request, visit)
         with writing(archive.engine) as conn:
-            if revoke_token(conn, number, owner=visit.viewer.name):
-                audit_log.append(conn, visit.viewer.name, "token.revoked", str(number), {})
+            revoke_token(conn, number, owner=visit.viewer.name)
         return RedirectResponse("/account?revoked=1", status_code=303)
 
     @router.post("/account/password", response_class=HTMLResponse)
