@@ -32,7 +32,7 @@ def tokens(archive, **roles) -> dict[str, dict[str, str]]:
     with writing(archive.engine) as conn:
         for user, role in roles.items():
             create_user(conn, archive.settings.access, user, role)
-            _id, token = issue_token(conn, user)
+            _id, token = issue_token(conn, user, actor="tests")
             headers[role] = {"Authorization": f"Bearer {token}"}
     return headers
 
