@@ -87,6 +87,8 @@ def test_every_format_levels_and_a_print_through_the_api(archive, bunny, env):
         assert replica.is_watertight and abs(np.ptp(replica.vertices, axis=0).max() - 80) < 0.5
 
 
+# The catalog's part (which files the head has) is the same as for meshes, run on both above.
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
 def test_a_scanned_point_cloud_comes_in_the_point_cloud_formats_without_its_georeference(
     archive, env, corpora, tmp_path
 ):

@@ -305,6 +305,8 @@ def test_progress_follows_the_stages_and_the_settings_reach_the_pipeline(
     }
 
 
+# The catalog plays no part in what this checks (the depth test above runs on both).
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
 @pytest.mark.damages_aips  # every copy of the capture is spoilt on purpose
 def test_a_job_that_keeps_failing_gives_up_after_its_attempts_with_the_reason(
     archive, env, corpora, tmp_path
@@ -339,6 +341,8 @@ def test_a_job_that_keeps_failing_gives_up_after_its_attempts_with_the_reason(
     assert not list(archive.staging_dir.glob("reconstruct-*")), "the working folder is left"
 
 
+# The catalog plays no part in what this checks (the depth test above runs on both).
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
 def test_an_attempt_waits_while_an_earlier_one_still_runs_on_this_machine(
     archive, env, corpora, tmp_path
 ):
