@@ -3,6 +3,7 @@ The CLI and the web build on this; pipeline steps receive what they need from it
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -91,11 +92,15 @@ class Archive:
         created = not config_file.exists()
         if created:
             try:
-                home.mkdir(parents=True, exist_ok=True)
-                config_file.write_text(default_config_toml(home), encoding="utf-8")
+                home.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with open(fd, "w", encoding="utf-8") as handle:
+                    handle.write(default_config_toml(home))
             except OSError as exc:
                 raise ConfigError(f"cannot create the archive at {home}: {exc}") from None
         settings = load_settings(home)
+        # Only the archive's own user may enter it (catalog, staging, packages, keys).
+        home.chmod(0o700)
         archive_key = home / "keys" / "archive.key"
         try:
             ArchiveKey.load_or_create(archive_key)

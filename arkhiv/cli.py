@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,9 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700
+
+
 @app.callback()
 def _main(
     home: Path | None = typer.Option(
@@ -63,6 +67,9 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
 ) -> None:
     state.home = home
+    # Catalogs, packages, reports and bags hold names and precise locations: nothing an Arkhiv
+    # command writes is for the machine's other users.
+    os.umask(PRIVATE_UMASK)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -1000,17 +1007,38 @@ def users_add(
 def users_passwd(
     username: str = typer.Argument(..., help="Whose password to set."),
     password_stdin: bool = PASSWORD_STDIN_OPTION,
+    revoke_tokens: bool = typer.Option(
+        False, "--revoke-tokens", help="Also revoke all of the user's API tokens."
+    ),
 ) -> None:
     """Set a user's password for signing in to the web pages (asked twice unless read from
-    standard input). Ends the user's web sessions."""
+    standard input). Ends the user's web sessions, and with --revoke-tokens their tokens."""
     from arkhiv.access.accounts import check_new_password, set_password
+    from arkhiv.access.viewers import revoke_all_tokens
     from arkhiv.catalog.database import writing
 
     password = _new_password(password_stdin)
     check_new_password(username, password)
     with _opened() as archive, writing(archive.engine) as conn:
         ended = set_password(conn, username, password, actor="cli")
-    out.print(f"password of {username} set; {ended} web session(s) ended")
+        revoked = revoke_all_tokens(conn, username, actor="cli") if revoke_tokens else 0
+    tokens = f", {revoked} API token(s) revoked" if revoke_tokens else ""
+    out.print(f"password of {username} set; {ended} web session(s) ended{tokens}")
+
+
+@users_app.command("role")
+def users_role(
+    username: str = typer.Argument(..., help="Whose role to change."),
+    role: str = typer.Argument(..., help="The new role (see [access.roles])."),
+) -> None:
+    """Give a user another role, from their next request on. Packages built for the old role
+    are refused to them where their contents need what the new role lacks."""
+    from arkhiv.access.accounts import set_role
+    from arkhiv.catalog.database import writing
+
+    with _opened() as archive, writing(archive.engine) as conn:
+        old = set_role(conn, archive.settings.access, username, role, actor="cli")
+    out.print(f"user {username}: role {old} -> {role}")
 
 
 @users_app.command("disable")

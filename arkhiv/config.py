@@ -134,6 +134,24 @@ class ServerSettings(_Section):
         "archive-admin@localhost", description="who harvesters write to (OAI-PMH Identify)"
     )
     oai_page_size: int = Field(100, ge=1, le=10000, description="records per OAI-PMH page")
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="request bodies larger than this are refused (413) before any parsing or "
+        "authentication, on every route but uploads and the submissions API",
+    )
+    max_form_bytes: int = Field(
+        16 * 1024**2,
+        ge=1024,
+        description="the same bound for the two submission forms, which name one upload per "
+        "file of a bag folder",
+    )
+    dip_retention_days: float = Field(
+        7,
+        gt=0,
+        description="prepared dissemination packages are removed this long after they were "
+        "made (asked for again, they are rebuilt)",
+    )
 
 
 class WebSettings(_Section):
@@ -421,6 +439,17 @@ anonymous_role = "public"
 # [access.roles.researcher]
 # permissions = ["view_public", "download_access_copies", "request_dips"]
 
+[ingest]
+# Decompression bombs: every reader checks what a file declares (points, mesh elements, pixels,
+# decoded sizes) against these before decoding it, and refuses the package with the reason.
+# What reading one file may allocate; larger files are not loaded whole (2 GiB).
+memory_budget_bytes = 2147483648
+# Declared decoded size / stored size of compressed geometry (LAZ: 5-15 in practice).
+max_decoded_ratio = 200
+# max_points = 10000000000
+# max_mesh_elements = 4000000000
+# max_image_pixels = 500000000
+
 [identifiers]
 # Objects are named ark:NAAN/SHOULDER... (docs/aip.md). 99999 is the ARK test number:
 # register your institution's own NAAN (free) before archiving for real.
@@ -452,4 +481,9 @@ enabled = true
 host = "127.0.0.1"
 port = 8000
 embedded_worker = true
+# Request bodies over this are refused (413) before anything reads them; uploads and the
+# submissions API stream to disk under the ingest limits instead.
+max_body_bytes = 65536
+# Prepared dissemination packages are removed after this many days (rebuilt when asked again).
+dip_retention_days = 7
 """

@@ -172,7 +172,7 @@ def test_sessions_end_after_idle_time_and_after_their_lifetime(archive):
     assert len(cookie) >= 43 and cookie != other_cookie and csrf != other_csrf
 
     with reading(archive.engine) as conn:
-        viewer, session_csrf = session_viewer(conn, policy, cookie, idle=IDLE)
+        viewer, session_csrf, _by_token = session_viewer(conn, policy, cookie, idle=IDLE)
         assert (viewer.name, viewer.role, session_csrf) == ("olena", "researcher", csrf)
         assert session_viewer(conn, policy, "not-a-session", idle=IDLE) is None
         assert session_viewer(conn, policy, None, idle=IDLE) is None

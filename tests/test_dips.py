@@ -4,18 +4,28 @@ only as the role may have them; a PREMIS dissemination event says who received w
 
 from __future__ import annotations
 
+import copy
 import json
+import stat
 import subprocess
+import time
 import zipfile
+from pathlib import Path
 
 import bagit
+import pytest
+from starlette.testclient import TestClient
 
 from arkhiv.access.dips import build_dip
 from arkhiv.access.viewers import Viewer
+from arkhiv.ingest.bagging import make_bag
+from arkhiv.jobs.dissemination import expire_dips
 from arkhiv.metadata.xml_validation import load_schema
+from arkhiv.web.app import create_app
 from tests.conftest import arkhiv_command, subprocess_env
+from tests.test_access_files import tokens
 from tests.test_dissemination_api import archived_model, bunny
-from tests.test_submit import env
+from tests.test_submit import CAPTURE, env, submit
 
 __all__ = ["bunny", "env"]
 
@@ -128,3 +138,58 @@ def test_a_dip_is_made_for_the_role_the_recipient_has_when_it_is_made(archive, b
     Worker(archive, ["derive"], burst=True).run()
     job = archive.queue.get(job_id)
     assert job.status == "dead" and "may not receive originals" in job.last_error
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_nothing_under_home_is_for_other_users_and_old_packages_go(
+    archive, archive_env, env, tmp_path
+):
+    """DIP zips used to be 0644 under a 0755 dips/, the SQLite catalog (password and session
+    hashes) 0644. Everything the archive's processes write under ARKHIV_HOME is now its
+    owner's alone, and a prepared package is removed after server.dip_retention_days, its job
+    saying so."""
+    upload = tmp_path / "cube"
+    upload.mkdir()
+    corners = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    sides = ["1 3 4 2", "5 6 8 7", "1 2 6 5", "3 7 8 4", "1 5 7 3", "2 4 8 6"]
+    (upload / "cube.obj").write_text(
+        "".join(f"v {x} {y} {z}\n" for x, y, z in corners) + "".join(f"f {s}\n" for s in sides)
+    )
+    capture = copy.deepcopy(CAPTURE)
+    capture["capture"]["mode"] = "mesh"
+    code, report = submit(make_bag(upload, tmp_path / "bag", capture_metadata=capture), env)
+    assert code == 0, report
+    worker = arkhiv_command("worker", "--burst", "--queue", "reconstruct", "--queue", "derive")
+    done = subprocess.run(worker, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    headers = tokens(archive, rena="researcher")["researcher"]
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        asked = client.post(
+            f"/api/v1/objects/{report['object_id']}/dips",
+            json={"formats": ["stl"]},
+            headers=headers,
+        )
+        assert asked.status_code == 202, asked.text
+        done = subprocess.run(worker, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        status = client.get(asked.json()["status"], headers=headers).json()
+        assert status["status"] == "done", status
+        assert client.get(status["download"], headers=headers).status_code == 200
+
+        home = archive.settings.home
+        catalog = Path(archive.settings.catalog_url.removeprefix("sqlite:///"))
+        assert list((home / "dips").glob("*.zip")) and catalog.is_file()
+        written = [home, *home.rglob("*"), *catalog.parent.glob(catalog.name + "*")]
+        shared = [
+            f"{path} {stat.S_IMODE(path.stat().st_mode):o}"
+            for path in written
+            if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) & 0o077
+        ]
+        assert shared == []
+
+        removed = expire_dips(archive, now=time.time() + 8 * 86400)
+        assert removed == [asked.json()["job"]] and not list((home / "dips").glob("*.zip"))
+        status = client.get(asked.json()["status"], headers=headers).json()
+        assert "download" not in status and "7 days" in status["removed"]["why"]
+        gone = client.get(f"/api/v1/dips/{asked.json()['job']}/download", headers=headers)
+        assert gone.status_code == 410 and "ask for it again" in gone.json()["detail"]

@@ -557,7 +557,7 @@ def test_real_bag_comes_through_byte_for_byte(site: Site, corpora: Path, kind: s
     assert root == site.staging / "basicBag"
     assert contents(root) == contents(bag)
     for path in [root, *root.rglob("*")]:
-        assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644)
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600)
     outside = {key: value for key, value in tree(site.root).items()}
     for key in list(outside):
         if key.startswith("work/staging/"):
@@ -606,8 +606,8 @@ def test_ownership_and_special_permission_bits_are_dropped(site: Site) -> None:
     folder.mode = 0o1777
     package = make_tar(site.packages / "modes.tar", [(folder, b""), (script, data)])
     root = receive(package, site.staging, IngestPolicy())
-    assert stat.S_IMODE((root / "run.sh").stat().st_mode) == 0o644
-    assert stat.S_IMODE((root / "shared").stat().st_mode) == 0o755
+    assert stat.S_IMODE((root / "run.sh").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "shared").stat().st_mode) == 0o700
 
 
 @pytest.mark.parametrize("kind", ["folder", "zip", "tar", "tar.gz"])

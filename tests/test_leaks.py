@@ -16,14 +16,16 @@ import zipfile
 import pytest
 from starlette.testclient import TestClient
 
+from arkhiv.access.accounts import set_role
 from arkhiv.access.disclosure import coordinate_traces
 from arkhiv.catalog import audit_log
-from arkhiv.catalog.database import reading
+from arkhiv.catalog.database import reading, writing
 from arkhiv.ingest.bagging import make_bag
 from arkhiv.jobs.worker import Worker
 from arkhiv.web.app import create_app
 from tests.test_access import gps_of
 from tests.test_access_files import tokens
+from tests.test_characterize_videos import encode
 from tests.test_submit import CAPTURE, env, submit
 
 __all__ = ["env"]
@@ -38,6 +40,8 @@ def archived(archive, env, corpora, tmp_path):
     shutil.copytree(corpora / "photos-exif", photos, ignore=shutil.ignore_patterns("*.rst"))
     points = [p for p in (gps_of(path) for path in sorted(photos.iterdir())) if p]
     assert len(points) >= 11
+    _projected_cloud_without_crs(photos / "scan.las")
+    encode(photos / "walk.mov", {"location": f"{SITE[0]:+08.4f}{SITE[1]:+09.4f}/"})
     capture = copy.deepcopy(CAPTURE)
     capture["object"]["coordinates"] = {"latitude": SITE[0], "longitude": SITE[1]}
     code, report = submit(make_bag(photos, tmp_path / "bag-photos", capture_metadata=capture), env)
@@ -71,11 +75,28 @@ def archived(archive, env, corpora, tmp_path):
     return photo_object, model_object, [*points, SITE]
 
 
+def _projected_cloud_without_crs(path) -> None:
+    """A survey in UTM metres that declares no CRS: ingest cannot read a location from it, yet
+    its numbers place the site (zone 35N, Lviv) within centimetres."""
+    import laspy
+    import numpy as np
+
+    header = laspy.LasHeader(point_format=3, version="1.2")
+    header.scales = [0.001, 0.001, 0.001]
+    header.offsets = [290000.0, 5523000.0, 290.0]
+    cloud = laspy.LasData(header)
+    grid = np.arange(200, dtype=np.float64)
+    cloud.x = 290123.456 + grid % 10
+    cloud.y = 5523456.789 + grid // 10
+    cloud.z = 291.5 + grid * 0.001
+    cloud.write(path)
+
+
 # The catalogs play no part in what leaves (tests/test_access*.py run on both); one is enough.
 @pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
 def test_no_public_or_researcher_output_gives_the_site_away(archive, archived):
     photo_object, model_object, points = archived
-    headers = tokens(archive, rena="researcher", pat="partner")
+    headers = tokens(archive, rena="researcher", pat="partner", ada="admin")
     searched = []
 
     def clean(response, what: str) -> None:
@@ -191,6 +212,75 @@ def test_no_public_or_researcher_output_gives_the_site_away(archive, archived):
         assert dip.status_code == 200
         clean(dip, "researcher DIP")
         assert client.get(status["download"]).status_code == 404  # someone else's request
+        # An administrator runs the archive, not field work: not even they get someone
+        # else's package (it could hold originals), and it is not told apart from none.
+        assert client.get(status["download"], headers=headers["admin"]).status_code == 404
+
+        # The administrator may have originals but not locations: pictures come cleaned, and
+        # nothing that ingest could not prove free of one (the survey in UTM without a CRS,
+        # the tag files), neither as files nor in their own DIP.
+        admin = headers["admin"]
+        originals = [
+            entry["logical_path"]
+            for entry in client.get(f"/api/v1/objects/{photo_object}", headers=admin).json()[
+                "files"
+            ]
+            if entry["logical_path"].startswith("package/")
+        ]
+        assert "package/data/scan.las" in originals
+        for path in originals:
+            got = client.get(f"/api/v1/objects/{photo_object}/files/{path}", headers=admin)
+            clean(got, f"admin {path}")
+            if path.endswith((".jpg", ".JPG", ".HEIC", ".jpeg", ".mov")):
+                assert got.status_code == 200, (path, got.text[:200])
+            else:
+                assert got.status_code == 403, (path, got.status_code)
+        asked = client.post(
+            f"/api/v1/objects/{model_object}/dips",
+            json={"formats": ["glb"], "originals": True},
+            headers=admin,
+        )
+        assert asked.status_code == 202, asked.text
+        Worker(archive, ["derive"], burst=True).run()
+        status = client.get(asked.json()["status"], headers=admin).json()
+        assert status["status"] == "done", status
+        left_out = {entry["file"] for entry in status["result"]["left_out"]}
+        assert {"package/data/wall.obj", "package/capture-metadata.json"} <= left_out
+        assert status["result"]["located"] == []
+        assert status["result"]["needs"] == ["request_dips", "download_originals"]
+        dip = client.get(status["download"], headers=admin)
+        assert dip.status_code == 200
+        clean(dip, "admin DIP")
+        with zipfile.ZipFile(io.BytesIO(dip.content)) as bundle:
+            assert any(name.endswith("originals/data/wall.jpg") for name in bundle.namelist())
+
+        # A partner's package holds the originals as submitted, locations and all; each
+        # download is a disclosure in the log. Downgraded, the partner gets none of it.
+        dana = tokens(archive, dana="partner")["partner"]
+        asked = client.post(
+            f"/api/v1/objects/{model_object}/dips",
+            json={"formats": ["glb"], "originals": True},
+            headers=dana,
+        )
+        Worker(archive, ["derive"], burst=True).run()
+        status = client.get(asked.json()["status"], headers=dana).json()
+        assert "package/data/wall.jpg" in status["result"]["located"]
+        assert "precise_location" in status["result"]["needs"]
+        dip = client.get(status["download"], headers=dana)
+        assert dip.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(dip.content)) as bundle:
+            [photo] = [name for name in bundle.namelist() if name.endswith("wall.jpg")]
+            assert coordinate_traces(bundle.read(photo), points)  # the control: it is there
+        with writing(archive.engine) as conn:
+            set_role(conn, archive.settings.access, "dana", "researcher", actor="tests")
+        refused = client.get(status["download"], headers=dana)
+        assert refused.status_code == 403, refused.text
+        assert "built for the partner role" in refused.json()["detail"]
+        clean(refused, "downgraded partner's DIP")
+        again = client.get(
+            f"/api/v1/objects/{model_object}/files/package/data/wall.jpg", headers=dana
+        )
+        assert again.status_code == 403  # researchers have no originals at all
 
         # The trusted partner does get the site, and the log says so.
         precise = client.get(
@@ -204,10 +294,17 @@ def test_no_public_or_researcher_output_gives_the_site_away(archive, archived):
             headers=headers["partner"],
         )
         assert coordinate_traces(original.content, points)
+        video = client.get(
+            f"/api/v1/objects/{photo_object}/files/package/data/walk.mov",
+            headers=headers["partner"],
+        )
+        assert coordinate_traces(video.content, [SITE])  # the control for the admin's copy
     with reading(archive.engine) as conn:
         logged = [(e["actor"], e["action"]) for e in audit_log.entries(conn)]
     assert ("pat", "precise-location.disclosed") in logged
     assert ("pat", "precise-location.file-served") in logged
+    assert logged.count(("dana", "precise-location.dip-served")) == 1
+    assert not [entry for entry in logged if entry[0] == "ada" and "precise" in entry[1]]
     assert not [entry for entry in logged if entry[0] in ("rena", "anonymous")]
     assert len(searched) > 100
     # The containers were opened: the 3MF's model part, the USDZ's layer and the DIP's inside.

@@ -441,8 +441,11 @@ def test_failing_in_someone_elses_name_does_not_lock_them_out(archive):
 
 
 @pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
-def test_a_session_opened_with_a_token_ends_with_the_token(archive):
-    from arkhiv.access.viewers import issue_token, revoke_token
+def test_a_session_opened_with_a_token_cannot_outlive_it(archive):
+    """A leaked token signs in to the pages, but that session can neither make a token (a
+    10-year one used to survive revoking the original) nor change the password, and it ends
+    with the token."""
+    from arkhiv.access.viewers import issue_token, revoke_token, tokens_of
     from arkhiv.catalog.database import writing
 
     user(archive, "partner-1", "partner")
@@ -454,10 +457,52 @@ def test_a_session_opened_with_a_token_ends_with_the_token(archive):
             "/signin", data={"csrf_token": csrf, "token": token}, follow_redirects=False
         )
         assert answer.status_code == 303
-        assert client.get("/account").status_code == 200
+        account = client.get("/account")
+        assert account.status_code == 200 and "data-token-session" in account.text
+        assert 'action="/account/tokens"' not in account.text
+        assert 'action="/account/password"' not in account.text
+        csrf = csrf_of(account.text)
+        made = client.post(
+            "/api/v1/tokens",
+            json={"name": "forever", "days": 3650},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert made.status_code == 403, made.text
+        made = client.post(
+            "/account/tokens", data={"csrf_token": csrf, "name": "forever", "days": "3650"}
+        )
+        assert made.status_code == 403
+        changed = client.post(
+            "/account/password",
+            data={"csrf_token": csrf, "current": PASSWORD, "new": "taken over for good"},
+        )
+        assert changed.status_code == 403
+        with reading(archive.engine) as conn:
+            assert [entry["id"] for entry in tokens_of(conn, "partner-1")] == [token_id]
         with writing(archive.engine) as conn:
             revoke_token(conn, token_id)
         assert client.get("/account", follow_redirects=False).status_code == 303
+    # Signed in with the password, the same person may; and may revoke every token with it.
+    with TestClient(create_app(archive, embedded_worker=False)) as client:
+        csrf = signed_in(client, "partner-1")
+        made = client.post(
+            "/api/v1/tokens", json={"name": "laptop"}, headers={"X-CSRF-Token": csrf}
+        )
+        assert made.status_code == 201
+        changed = client.post(
+            "/account/password",
+            data={
+                "csrf_token": csrf,
+                "current": PASSWORD,
+                "new": "a new and longer passphrase",
+                "revoke_tokens": "yes",
+            },
+        )
+        assert changed.status_code == 200 and "Your API tokens were revoked." in changed.text
+        gone = client.get(
+            "/api/v1/tokens", headers={"Authorization": f"Bearer {made.json()['token']}"}
+        )
+        assert gone.status_code == 401
 
 
 @pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)

@@ -239,3 +239,94 @@ def test_objects_api_shows_and_edits_an_object(archive, corpora, tmp_path, virus
         assert client.patch(url, json=[], headers=officer).status_code == 400
         assert client.get("/api/v1/objects/ark:99999/b3nosuchthin").status_code == 404
         assert client.get(f"/api/v1/objects/{object_id}").json()["head_version"] == 2
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_oversized_bodies_are_refused_before_anything_reads_them(archive):
+    """A stranger's 300 MB JSON body to /api/v1/tokens used to be read and parsed (the server
+    grew by 800 MB) before the 403. Now no route but the uploads and the submissions API reads
+    more than server.max_body_bytes, whether the client declares the length or not."""
+    import asyncio
+
+    app = create_app(archive, embedded_worker=False)
+    limit = archive.settings.server.max_body_bytes
+    with TestClient(app) as client:
+        declared = client.post(
+            "/api/v1/tokens",
+            content=b'{"name": "' + b"x" * limit + b'"}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert declared.status_code == 413, declared.text
+        assert "server.max_body_bytes" in declared.json()["detail"]
+        assert client.post("/api/v1/tokens", json={"name": "x"}).status_code == 403  # as before
+        form = client.post("/signin", data={"username": "x" * (2 * limit)})
+        assert form.status_code == 413
+
+    offered, chunk = 300 * 1024**2, 64 * 1024
+    sent = 0
+    answers: list[dict] = []
+
+    async def receive():
+        nonlocal sent
+        sent += chunk
+        return {"type": "http.request", "body": b" " * chunk, "more_body": sent < offered}
+
+    async def send(message):
+        answers.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/tokens",
+        "raw_path": b"/api/v1/tokens",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+        "client": ("203.0.113.5", 4000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    asyncio.run(app(scope, receive, send))
+    assert answers[0]["status"] == 413
+    assert sent <= limit + chunk  # not 300 MB: the rest was never asked for
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_every_route_has_an_access_rule_and_the_documented_table_is_current(archive):
+    """docs/access.md's route-by-role table is where a review starts: a new route without an
+    entry, an entry for a route that is gone, or a stale table fails here. The rules of the
+    routes that need no object are then tried as every role."""
+    from arkhiv.policies.access import AccessPolicy
+    from arkhiv.web.route_access import ROUTES, document_section, served_routes
+    from tests.test_access_files import tokens
+
+    app = create_app(archive, embedded_worker=False)
+    served = served_routes(app)
+    assert sorted(served - ROUTES.keys()) == [], "routes without an entry in route_access.py"
+    assert sorted(ROUTES.keys() - served) == [], "entries for routes the app does not serve"
+    documented = (Path(__file__).parent.parent / "docs" / "access.md").read_text()
+    assert document_section(AccessPolicy()) in documented, (
+        "docs/access.md is stale: python -m arkhiv.web.route_access docs/access.md"
+    )
+
+    policy = archive.settings.access
+    roles = [role for role in policy.roles if role != policy.anonymous_role]
+    headers = tokens(archive, **{f"{role}-user": role for role in roles})
+    simple = [
+        path
+        for (method, path) in ROUTES
+        if method == "GET" and "{" not in path and ROUTES[(method, path)].needs
+    ]
+    assert len(simple) >= 6
+    with TestClient(app) as client:
+        for path in simple:
+            rule = ROUTES[("GET", path)]
+            anonymous = client.get(path, follow_redirects=False)
+            assert anonymous.status_code in (303, 401, 403), (path, anonymous.status_code)
+            for role in roles:
+                answer = client.get(path, headers=headers[role], follow_redirects=False)
+                allowed = all(policy.allows(role, need) for need in rule.needs)
+                assert (answer.status_code < 400) == allowed, (path, role, answer.status_code)

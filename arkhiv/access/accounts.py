@@ -16,6 +16,7 @@ import secrets
 import unicodedata
 from datetime import datetime, timedelta
 from functools import cache
+from typing import NamedTuple
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -111,6 +112,21 @@ def set_disabled(conn: Connection, username: str, disabled: bool, *, actor: str 
     return ended
 
 
+def set_role(
+    conn: Connection, policy: AccessPolicy, username: str, role: str, *, actor: str = ""
+) -> str:
+    """Give a user another role; returns the old one. It applies to the user's next request,
+    whatever opened it (token or session): neither remembers the role it was opened with."""
+    if role not in policy.roles:
+        raise ArkhivError(f"no role {role!r}; the roles are {', '.join(sorted(policy.roles))}")
+    user = _existing_user(conn, username)
+    conn.execute(update(users).where(users.c.id == user.id).values(role=role))
+    audit_log.append(
+        conn, actor or username, "account.role-set", username, {"from": user.role, "to": role}
+    )
+    return user.role
+
+
 def authenticate(conn: Connection, policy: AccessPolicy, username: str, password: str) -> Viewer:
     """The viewer for a user name and password, or Unauthorized with one message whatever was
     wrong, so that a sign-in form does not tell which user names exist.
@@ -133,6 +149,14 @@ def authenticate(conn: Connection, policy: AccessPolicy, username: str, password
             update(users).where(users.c.id == user.id).values(password_hash=_hasher.hash(password))
         )
     return Viewer(user.username, user.role, policy)
+
+
+class OpenSession(NamedTuple):
+    viewer: Viewer
+    csrf: str
+    # Opened by signing in with an API token, not a password: such a session may not make
+    # tokens nor change the password, or a leaked token could outlive its revocation.
+    by_token: bool
 
 
 def _session_hash(cookie_value: str) -> str:
@@ -177,8 +201,9 @@ def start_session(
 
 def session_viewer(
     conn: Connection, policy: AccessPolicy, cookie_value: str | None, *, idle: timedelta
-) -> tuple[Viewer, str] | None:
-    """(the viewer, the session's CSRF token) for a session cookie, or None when the session is
+) -> OpenSession | None:
+    """The open session of a session cookie (viewer, CSRF token, whether a token opened it), or
+    None when the session is
     unknown, ended, expired (idle or absolute), its user disabled or its role no longer in the
     policy. Reads only: record the request with `session_touch_due` and `touch_session`."""
     if not cookie_value:
@@ -208,7 +233,9 @@ def session_viewer(
         return None
     if row.role not in policy.roles:
         return None
-    return Viewer(row.username, row.role, policy), row.csrf_token
+    return OpenSession(
+        Viewer(row.username, row.role, policy), row.csrf_token, row.token_id is not None
+    )
 
 
 def session_touch_due(conn: Connection, cookie_value: str) -> bool:

@@ -32,7 +32,8 @@ from arkhiv.access.viewers import Forbidden, Viewer, anonymous
 from arkhiv.aip.events import PendingEvent, record_outside_version
 from arkhiv.aip.show import object_document
 from arkhiv.archive import Archive
-from arkhiv.catalog.database import reading
+from arkhiv.catalog import audit_log
+from arkhiv.catalog.database import reading, writing
 from arkhiv.errors import ArkhivError
 from arkhiv.metadata.premis import license_uri
 from arkhiv.metadata.premis_vocabulary import EventType
@@ -47,18 +48,36 @@ DC = "http://purl.org/dc/elements/1.1/"
 @dataclass
 class DipResult:
     path: Path
+    role: str = ""  # the role it was built for
     files: list[str] = field(default_factory=list)  # paths inside the bag's data/
     bytes: int = 0
     sha256: str = ""
     left_out: list[dict[str, str]] = field(default_factory=list)  # file, why
+    originals: list[str] = field(default_factory=list)  # logical paths of originals put in
+    located: list[str] = field(default_factory=list)  # of those, the ones with a location
+
+    @property
+    def needs(self) -> list[str]:
+        """The permissions its contents took: whoever downloads it must still hold them all
+        (a partner downgraded since the package was built gets nothing of it)."""
+        needed = [Permission.REQUEST_DIPS]
+        if self.originals:
+            needed.append(Permission.DOWNLOAD_ORIGINALS)
+        if self.located:
+            needed.append(Permission.PRECISE_LOCATION)
+        return [str(permission) for permission in needed]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
+            "role": self.role,
+            "needs": self.needs,
             "files": self.files,
             "bytes": self.bytes,
             "sha256": self.sha256,
             "left_out": self.left_out,
+            "originals": self.originals,
+            "located": self.located,
         }
 
 
@@ -84,7 +103,7 @@ def build_dip(
     # The metadata is the public record, whoever asks: a package travels.
     public = object_view(document, anonymous(viewer.policy))
     stem = object_id.rsplit("/", 1)[-1]
-    result = DipResult(output)
+    result = DipResult(output, viewer.role)
     work = Path(tempfile.mkdtemp(prefix="dip-", dir=archive.staging_dir))
     try:
         payload = work / f"{stem}-dip"
@@ -133,6 +152,9 @@ def build_dip(
             if p.is_file()
         )
         partial = output.with_name(output.name + ".partial")
+        # Its recipient's alone (originals, names): not readable by other users of the machine.
+        partial.touch(mode=0o600)
+        partial.chmod(0o600)
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as bundle:
             for path in sorted(payload.rglob("*")):
                 if path.is_file():
@@ -151,6 +173,44 @@ def build_dip(
     return result
 
 
+def release_dip(
+    archive: Archive, viewer: Viewer, job_id: int, request: dict[str, Any], built: dict[str, Any]
+) -> None:
+    """Let `viewer` download the package a `dip.prepare` job built, or raise Forbidden.
+    `request` is the job's payload, `built` its result.
+
+    Only its recipient receives it, and only while their role still holds every permission its
+    contents took (`DipResult.needs`): a package built for a partner holds originals and their
+    locations, which a partner downgraded since may no longer have. A package made before its
+    needs were recorded is treated as holding located originals if it was asked with
+    originals. A package with located files is a disclosure of precise locations: each download
+    is written to the audit log."""
+    if request.get("recipient") != viewer.name:
+        raise Forbidden("a dissemination package is downloaded only by whoever asked for it")
+    needs = built.get("needs")
+    if needs is None:
+        needs = [Permission.REQUEST_DIPS]
+        if request.get("originals"):
+            needs += [Permission.DOWNLOAD_ORIGINALS, Permission.PRECISE_LOCATION]
+    built_for = built.get("role") or request.get("role") or "another"
+    for permission in needs:
+        if not viewer.may(Permission(permission)):
+            raise Forbidden(
+                f"this package was built for the {built_for} role and holds what needs "
+                f"{permission}, which the {viewer.role} role does not have: ask for a new one"
+            )
+    located = built.get("located")
+    if located or (located is None and Permission.PRECISE_LOCATION in needs):
+        with writing(archive.engine) as conn:
+            audit_log.append(
+                conn,
+                viewer.name,
+                "precise-location.dip-served",
+                request.get("object", ""),
+                {"role": viewer.role, "job": job_id, "files": located or "unknown"},
+            )
+
+
 def _add_originals(archive, viewer, object_id, document, folder: Path, result: DipResult) -> None:
     for entry in document["files"]:
         if entry["role"] != "original":
@@ -165,6 +225,9 @@ def _add_originals(archive, viewer, object_id, document, folder: Path, result: D
             target = folder / Path(logical).relative_to("package").parent / download.filename
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(download.path, target)
+            result.originals.append(logical)
+            if download.located:
+                result.located.append(logical)
         finally:
             if download.temporary:
                 shutil.rmtree(download.temporary, ignore_errors=True)
@@ -340,6 +403,7 @@ def _record(archive, viewer: Viewer, object_id: str, version: int, formats, resu
             "formats": list(formats),
             "files": result.files,
             "left_out": result.left_out,
+            "located": result.located,
             "sha256": result.sha256,
         },
     )

@@ -6,6 +6,10 @@
 - `clean_image` is how any picture leaves: only the segments a picture needs are kept (EXIF,
   XMP, IPTC, comments and any application's own blocks are cut out, losslessly for JPEG and
   PNG; HEIC becomes JPEG), plus the orientation and the colour profile.
+- `clean_video` is how any MP4/QuickTime video leaves: every box a movie does not need to play
+  (user data, metadata, XMP, vendor boxes) is turned into zeroed padding and the samples of
+  timed-metadata tracks (GoPro GPMF, CAMM) are zeroed, in place, so that no offset moves and
+  the video plays as before.
 - `coordinate_traces` finds a location in bytes, written as decimal degrees (3+ decimals), as
   XMP's degrees-and-minutes or as EXIF rationals: a guard for outputs, and what the leak tests
   use.
@@ -15,10 +19,11 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import struct
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
 
@@ -30,6 +35,9 @@ from arkhiv.catalog.tables import sealed_locations
 from arkhiv.errors import ArkhivError
 from arkhiv.policies.access import Permission
 from arkhiv.security.sealing import Sealed, SealingError
+
+if TYPE_CHECKING:
+    from arkhiv.ingest.characterize.videos import Region
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Chunks of pixels and of how to show them; text, dates, EXIF and private chunks are left out.
@@ -54,6 +62,10 @@ ORIENTATION = 0x0112
 
 
 class ImageError(ArkhivError):
+    pass
+
+
+class VideoError(ArkhivError):
     pass
 
 
@@ -108,6 +120,63 @@ def clean_image(source: Path, destination: Path) -> Path:
     )
     target.write_bytes(cleaned)
     return target
+
+
+def is_cleanable_video(path: Path) -> bool:
+    """Whether `clean_video` takes this file: an MP4/QuickTime/3GP movie by its first box (an
+    `ftyp` that is not a HEIF/AVIF picture's, or a box old QuickTime files start with), whatever
+    its name."""
+    from arkhiv.ingest.characterize.videos import is_video  # the readers load numpy: on demand
+
+    return is_video(path)
+
+
+def clean_video(source: Path, destination: Path) -> Path:
+    """A copy of the video without the locations it carries. Every box a movie does not need
+    to play (user data with `©xyz` and `loci`, QuickTime `meta`, XMP, GoPro's `udta/GPMF`,
+    vendor and unknown boxes, padding) becomes a `free` box of the same size with its payload
+    zeroed, and the samples of timed-metadata tracks (GPMF, CAMM, Apple's `mebx`, any other)
+    are zeroed with their track kept: no size or offset changes, so the chunk offsets stay
+    valid and the video and sound play as before. Streamed: the file is copied, then the ranges
+    overwritten in place. The copy is read again before it is returned; a file whose boxes
+    cannot all be walked is refused (VideoError), since its locations could not all be found."""
+    from arkhiv.ingest.characterize import videos
+
+    if not is_cleanable_video(source):
+        raise VideoError(f"{source.name}: not an MP4/QuickTime video")
+    try:
+        regions = videos.location_regions(source)
+    except (videos.VideoStructureError, OSError) as exc:
+        raise VideoError(f"{source.name}: cannot be cleaned ({exc})") from exc
+    shutil.copyfile(source, destination)
+    try:
+        with destination.open("r+b") as fp:
+            for region in regions:
+                _neutralise(fp, region)
+        left = videos.characterize_video(destination)
+        blocks = set(left.properties.get("location_blocks", ()))
+        # timed-metadata tracks stay (zeroed); their key tables may still name a location
+        if not left.valid or left.locations or blocks - videos.TIMED_METADATA_BLOCKS:
+            raise VideoError(f"{source.name}: locations remain after cleaning")
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+    return destination
+
+
+def _neutralise(fp: Any, region: Region) -> None:
+    """Zero a region; a box keeps its size field (32 or 64 bits) and becomes `free`."""
+    start, end = region.start, region.start + region.length
+    if region.box is not None:
+        fp.seek(start + 4)
+        fp.write(b"free")
+        start += 16 if region.box.large else 8  # a 64-bit size stays
+    fp.seek(start)
+    zeros = bytes(1 << 20)
+    while start < end:
+        step = min(len(zeros), end - start)
+        fp.write(zeros[:step])
+        start += step
 
 
 def picture_without_metadata(data: bytes, others_as: str = "PNG") -> tuple[bytes, str]:

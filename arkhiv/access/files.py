@@ -5,8 +5,13 @@
   preservation officers', except the public description record.
 - A file that carries a precise location (its GPS was sealed at ingest; the capture metadata)
   goes out as it is only to roles with `precise_location`, and each time is written to the
-  audit log. Anyone else gets pictures through `clean_image` (no EXIF/XMP/IPTC; HEIC as JPEG)
+  audit log. Anyone else gets pictures through `clean_image` (no EXIF/XMP/IPTC; HEIC as JPEG),
+  videos through `clean_video` (metadata boxes and telemetry tracks zeroed, still playable)
   and nothing at all of other location-bearing files.
+- Originals go out as submitted only to roles with `precise_location`: ingest cannot prove that
+  every original is free of a location (a cloud in projected coordinates without a CRS, a
+  format it has no reader for). Other roles allowed originals get pictures cleaned and nothing
+  else of them.
 - Originals are audited on the way out (`fixity.audit.audited_copy`): what leaves is the
   archived bytes, from a replica that matches the inventory. Derivatives are served from a
   verified replica on a local store when there is one (HTTP Range works on it), else copied from
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from arkhiv.access.disclosure import CAMERA_PATHS, clean_image
+from arkhiv.access.disclosure import CAMERA_PATHS, VideoError, clean_image, clean_video
 from arkhiv.access.viewers import Forbidden, Viewer
 from arkhiv.aip.archiving import PACKAGE
 from arkhiv.aip.description import FILE_NAME as DESCRIPTION
@@ -52,6 +57,9 @@ PICTURES = {
     ".gif",
     ".dng",
 }
+# Movies from phones and action cameras: GPS in their metadata boxes and telemetry tracks.
+VIDEOS = {".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2"}
+VIDEO_TYPES = {"application/mp4", "video/3gpp", "audio/3gpp", "video/3gpp2"}
 WITHDRAWN = "withdrawn"
 STALE_SECONDS = 3600  # a download's temporary copy left behind (a client that went away)
 
@@ -67,6 +75,7 @@ class Download:
     media_type: str
     temporary: Path | None = None  # remove after sending
     cleaned: bool = False  # metadata was stripped on the way
+    located: bool = False  # goes out as archived although it carries a precise location
 
 
 def prepare_download(
@@ -100,18 +109,40 @@ def prepare_download(
     media_type = entry["mime_type"] or mimetypes.guess_type(name)[0] or "application/octet-stream"
     suffix = Path(name).suffix.lower()
     picture = suffix in PICTURES or (entry["mime_type"] or "").startswith("image/")
-    if located and not viewer.may(Permission.PRECISE_LOCATION) and not picture:
+    video = suffix in VIDEOS or media_type.startswith("video/") or media_type in VIDEO_TYPES
+    cleanable = picture or video  # their locations can be cut out, leaving the rest intact
+    trusted = viewer.may(Permission.PRECISE_LOCATION)
+    if located and not trusted and not cleanable:
         raise Forbidden(
             f"{logical_path} carries a precise location; the {viewer.role} role may not have it"
+        )
+    if role == "original" and not trusted and not cleanable:
+        # Ingest seals the locations it can read, but a capture can carry one it cannot (a
+        # cloud in projected coordinates without a CRS, a format with no reader): an original
+        # goes as submitted only to roles trusted with locations. Pictures and videos go out
+        # cleaned.
+        raise Forbidden(
+            f"{logical_path} is an original that may carry a precise location the archive "
+            f"cannot rule out; as submitted it goes only to roles with precise_location, not "
+            f"to the {viewer.role} role (the model and its formats are location-free)"
         )
     folder = Path(tempfile.mkdtemp(prefix="download-", dir=archive.staging_dir))
     try:
         source = _verified_copy(archive, object_id, entry, folder, must_audit=role == "original")
-        if picture and not viewer.may(Permission.PRECISE_LOCATION):
+        if picture and not trusted:
             cleaned = clean_image(source, folder / ("clean-" + name))
             out_name = Path(name).with_suffix(cleaned.suffix).name
             media_type = mimetypes.guess_type(out_name)[0] or media_type
             return Download(cleaned, out_name, media_type, folder, cleaned=True)
+        if video and not trusted:
+            try:
+                cleaned = clean_video(source, folder / ("clean-" + name))
+            except VideoError as exc:
+                raise Forbidden(
+                    f"{logical_path} cannot be cleaned of its locations ({exc}); the "
+                    f"{viewer.role} role may not have it as submitted"
+                ) from None
+            return Download(cleaned, name, media_type, folder, cleaned=True)
         if located:
             with writing(archive.engine) as conn:
                 audit_log.append(
@@ -123,8 +154,8 @@ def prepare_download(
                 )
         if source.parent != folder:  # served in place from a local store
             shutil.rmtree(folder, ignore_errors=True)
-            return Download(source, name, media_type)
-        return Download(source, name, media_type, folder)
+            return Download(source, name, media_type, located=located)
+        return Download(source, name, media_type, folder, located=located)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -121,6 +121,22 @@ def revoke_token(
     return revoked
 
 
+def revoke_all_tokens(conn: Connection, username: str, *, actor: str = "") -> int:
+    """Revoke every token of a user still valid (a password changed after a suspected leak);
+    returns how many. `actor` is who did it, for the audit log (default: the user)."""
+    user_ids = select(users.c.id).where(users.c.username == username).scalar_subquery()
+    revoked = conn.execute(
+        update(api_tokens)
+        .where(api_tokens.c.user_id == user_ids, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now(conn))
+    ).rowcount
+    if revoked:
+        audit_log.append(
+            conn, actor or username, "token.revoked-all", username, {"tokens": revoked}
+        )
+    return revoked
+
+
 def tokens_of(conn: Connection, username: str) -> list[dict]:
     """A user's tokens, newest first, as they may be shown: never the token itself (the
     catalog does not have it)."""

@@ -3,11 +3,13 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -36,6 +38,7 @@ def create_catalog_engine(url: str, echo: bool = False) -> Engine:
         )
     try:
         if parsed.get_backend_name() == "sqlite":
+            _private_sqlite_file(parsed.database)
             engine = create_engine(parsed, echo=echo, connect_args={"timeout": 60})
             _configure_sqlite(engine)
         else:
@@ -46,6 +49,24 @@ def create_catalog_engine(url: str, echo: bool = False) -> Engine:
             "install arkhiv[postgres] for PostgreSQL"
         ) from None
     return engine
+
+
+def _private_sqlite_file(database: str | None) -> None:
+    """The catalog holds password and session hashes: its file is its owner's alone. SQLite
+    gives its -wal and -shm files the database file's mode, so making it first is enough."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        if not path.exists():
+            if path.parent.is_dir():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        else:
+            for each in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                if each.exists() and each.stat().st_mode & 0o077:
+                    each.chmod(0o600)
+    except OSError:
+        pass  # SQLite's own error, when it opens the file, says what is wrong
 
 
 def _configure_sqlite(engine: Engine) -> None:

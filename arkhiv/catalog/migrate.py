@@ -6,6 +6,7 @@ a PostgreSQL advisory lock, or a file lock beside the SQLite catalog."""
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -79,7 +80,8 @@ def _migration_lock(conn: Connection) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    with open(database + ".migrate-lock", "a") as lock_file:
+    lock_fd = os.open(database + ".migrate-lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(lock_fd, "a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield

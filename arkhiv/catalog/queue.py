@@ -281,6 +281,20 @@ class JobQueue:
                 delete(jobs).where(jobs.c.status == "done", jobs.c.finished_at < cutoff)
             ).rowcount
 
+    def amend_result(self, job_id: int, changes: dict[str, Any]) -> bool:
+        """Add `changes` to a finished job's result (what became of its output later, say);
+        False when there is no such finished job."""
+        with writing(self.engine) as conn:
+            row = conn.execute(
+                select(jobs.c.result).where(jobs.c.id == job_id, jobs.c.status == "done")
+            ).first()
+            if row is None:
+                return False
+            result = dict(row.result) if isinstance(row.result, dict) else {}
+            result.update(changes)
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(result=result))
+            return True
+
     def get(self, job_id: int) -> Job | None:
         with reading(self.engine) as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()

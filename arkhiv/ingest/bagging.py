@@ -79,7 +79,7 @@ def make_bag(
         payload = copy_folder(source, work / "data", policy, digests=ALGORITHMS, workers=processes)
         _refuse_unencodable(payload)
         _write_tag_files(work, payload, fields, capture_metadata)
-        os.chmod(work, 0o755)
+        # mkdtemp's 0700 stays: a bag holds its photos' GPS and its contributor's name.
         if os.path.lexists(destination):
             raise IntakeError([f"{destination}: appeared while the bag was being made"])
         os.rename(work, destination)
@@ -170,4 +170,4 @@ def _write_tag_files(
 def _write_text(path: Path, text: str) -> None:
     with open(path, "x", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
-    os.chmod(path, 0o644)
+    os.chmod(path, 0o600)

@@ -27,6 +27,7 @@ from arkhiv.ingest.capture_metadata import (
     validate_profile,
 )
 from arkhiv.ingest.characterize import characterize
+from arkhiv.ingest.characterize.images import apply_pillow_limit
 from arkhiv.ingest.identify import Identifier, detect_polycam_export
 from arkhiv.ingest.model import (
     Characterization,
@@ -38,6 +39,7 @@ from arkhiv.ingest.model import (
 from arkhiv.ingest.virus import scan_tree
 from arkhiv.metadata.premis_vocabulary import EventType
 from arkhiv.policies.ingest import IngestPolicy
+from arkhiv.policies.resources import ResourceLimits
 
 Progress = Callable[[float, str], None]
 ARKHIV_AGENT = ("Arkhiv", __version__)
@@ -349,11 +351,15 @@ def run_ingest(
                 result.locations.append(located)
         step.detail = "capture metadata read" if metadata else "no usable capture metadata"
 
+    # Every reader checks what a file declares (points, mesh elements, pixels) against these
+    # before decoding: a decompression bomb is refused with the reason, never read.
+    limits = policy.resource_limits()
+    apply_pillow_limit(limits)
     with _Step(result, EventType.METADATA_EXTRACTION) as step:
         total = max(1, len(result.files))
         for number, entry in enumerate(result.files, 1):
             report(0.6 + 0.38 * number / total, f"characterizing {entry.path}")
-            entry.characterization = _characterize_safely(bag_root / entry.disk_path, entry)
+            entry.characterization = _characterize_safely(bag_root / entry.disk_path, entry, limits)
             c = entry.characterization
             if c.valid is False:
                 problems = [p for p in c.problems if not p.startswith("note:")]
@@ -370,11 +376,11 @@ def run_ingest(
     return result
 
 
-def _characterize_safely(path: Path, entry: FileReport) -> Characterization:
+def _characterize_safely(path: Path, entry: FileReport, limits: ResourceLimits) -> Characterization:
     """A hostile file must not stop the ingest (a reader may fail in ways nobody foresaw):
     it becomes a failure of that file, and is assumed to carry a location."""
     try:
-        return characterize(path, entry.identification)
+        return characterize(path, entry.identification, limits=limits)
     except Exception as exc:
         return Characterization(
             properties={"has_location": True},

@@ -104,8 +104,7 @@ def copy_folder(
     if _inside(os.path.realpath(target), base):
         raise IntakeError([f"{source}: the copy's destination {target} lies inside it"])
     try:
-        os.mkdir(target, 0o700)
-        os.chmod(target, 0o755)
+        os.mkdir(target, 0o700)  # a package's folders and files are its owner's alone
     except OSError as exc:
         raise IntakeError([f"{target}: cannot be created ({exc.strerror})"]) from None
     intake = _Intake(target, policy, source)
@@ -395,7 +394,6 @@ class _Intake:
             path = self.root.joinpath(*prefix)
             try:
                 os.mkdir(path, 0o700)
-                os.chmod(path, 0o755)
             except FileExistsError:
                 if not path.is_dir() or path.is_symlink():
                     self.fail(f"{_shown('/'.join(prefix))}: clashes with a file of the same name")
@@ -423,7 +421,7 @@ class _Intake:
         hashers = [hashlib.new(name) for name in digests]
         size = 0
         with open(fd, "wb") as out:
-            os.fchmod(fd, 0o644)
+            os.fchmod(fd, 0o600)  # whatever the umask: originals carry names and places
             while True:
                 if self.cancelled.is_set():
                     raise _Cancelled

@@ -1,9 +1,13 @@
 """The `dip.prepare` job: a dissemination package asked for through the API is made in the
 background (exports of a large model take a while) into `HOME/dips/<job>.zip`, then downloaded
-by whoever asked for it."""
+by whoever asked for it (`access.dips.release_dip`). Packages are removed
+`server.dip_retention_days` after they were made (hourly `dip.expire`); the job's result then
+says when, and a new request rebuilds it."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +15,13 @@ from arkhiv.access.viewers import Viewer
 from arkhiv.archive import Archive
 from arkhiv.catalog.queue import enqueue
 from arkhiv.errors import ArkhivError
-from arkhiv.jobs.registry import JobContext, PermanentJobError, job_handler
+from arkhiv.jobs.registry import JobContext, PeriodicTask, PermanentJobError, job_handler, periodic
 
 DIP_KIND = "dip.prepare"
 DIP_QUEUE = "derive"
+EXPIRE_KIND = "dip.expire"
+
+periodic(PeriodicTask("expire-dips", timedelta(hours=1), "maintenance", EXPIRE_KIND))
 
 
 def queue_dip(
@@ -40,6 +47,43 @@ def dip_path(archive: Archive, job_id: int) -> Path:
     return archive.settings.home / "dips" / f"{job_id}.zip"
 
 
+def expire_dips(archive: Archive, now: float | None = None) -> list[int]:
+    """Remove prepared packages older than `server.dip_retention_days` (and any whose job is
+    gone), noting on each job when and why; returns the jobs whose package was removed."""
+    folder = archive.settings.home / "dips"
+    if not folder.is_dir():
+        return []
+    days = archive.settings.server.dip_retention_days
+    cutoff = (now if now is not None else time.time()) - days * 86400
+    removed = []
+    for path in folder.glob("*.zip"):
+        try:
+            job_id = int(path.stem)
+            made = path.stat().st_mtime
+        except (ValueError, OSError):
+            continue
+        job = archive.queue.get(job_id)
+        if made >= cutoff and job is not None:
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(job_id)
+        if job is not None:
+            archive.queue.amend_result(
+                job_id,
+                {
+                    "removed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "removed_because": f"packages are kept {days:g} days after they are made; "
+                    "ask again and it is rebuilt",
+                },
+            )
+    return sorted(removed)
+
+
+@job_handler(EXPIRE_KIND)
+def expire_prepared_dips(ctx: JobContext) -> dict[str, Any]:
+    return {"removed": expire_dips(ctx.archive)}
+
+
 @job_handler(DIP_KIND)
 def prepare_dip(ctx: JobContext) -> dict[str, Any]:
     from sqlalchemy import select
@@ -60,7 +104,7 @@ def prepare_dip(ctx: JobContext) -> dict[str, Any]:
         raise PermanentJobError(f"the account of {payload['recipient']} is gone or disabled")
     viewer = Viewer(payload["recipient"], account.role, ctx.archive.settings.access)
     output = dip_path(ctx.archive, ctx.job.id)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         result = build_dip(
             ctx.archive,

@@ -350,7 +350,12 @@ def _run_pipeline(
         report = run(
             choice,
             workdir / "output",
-            PipelineOptions(chosen.max_image_side, chosen.dense, chosen.threads),
+            PipelineOptions(
+                chosen.max_image_side,
+                chosen.dense,
+                chosen.threads,
+                archive.settings.ingest.resource_limits(),
+            ),
         )
     except ReconstructionFailed as failure:
         partial = getattr(failure, "report", None)

@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import struct
+import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,14 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from arkhiv.policies.resources import (
+    DEFAULT_LIMITS,
+    ResourceLimitExceeded,
+    ResourceLimits,
+    check_memory,
+    check_zip_members,
+    load_estimate,
+)
 from arkhiv.reconstruct.report import ReconstructionFailed, ReconstructionReport, Stage
 from arkhiv.reconstruct.surface import MASTER_FILES
 
@@ -118,9 +127,15 @@ class Source:
 
 
 def master_from_mesh(
-    upload: Path, output: Path, options: MeshOptions = MeshOptions()
+    upload: Path,
+    output: Path,
+    options: MeshOptions = MeshOptions(),
+    *,
+    limits: ResourceLimits = DEFAULT_LIMITS,
 ) -> ReconstructionReport:
-    """The upload's model as `output/model.glb` (the master) and `output/model.ply`."""
+    """The upload's model as `output/model.glb` (the master) and `output/model.ply`. A model
+    declaring more than `limits` allow, or too big to read within the memory budget, ends with
+    the reason, unread."""
     import trimesh
 
     report = ReconstructionReport("mesh upload", asdict(options))
@@ -131,7 +146,9 @@ def master_from_mesh(
     try:
         with report.stage("read") as stage:
             model = main_model_file(Path(upload))
-            source = read_mesh(model, Path(upload) if Path(upload).is_dir() else model.parent)
+            source = read_mesh(
+                model, Path(upload) if Path(upload).is_dir() else model.parent, limits=limits
+            )
             if source.format in USD_FORMATS:
                 from pxr import Usd
 
@@ -232,10 +249,14 @@ def _without_usd_layers_of_others(candidates: list[Path]) -> list[Path]:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_mesh(model: Path, upload_root: Path) -> Source:
+def read_mesh(model: Path, upload_root: Path, *, limits: ResourceLimits = DEFAULT_LIMITS) -> Source:
     """The model's parts in its own units and axes, with their transforms applied."""
     form = MESH_FORMATS[model.suffix.lower()]
-    source = _read_usd(model, upload_root, form) if form in USD_FORMATS else _read(model, form)
+    _check_resources(model, upload_root, form, limits)
+    if form in USD_FORMATS:
+        source = _read_usd(model, upload_root, form)
+    else:
+        source = _read(model, form, limits)
     _refuse_broken_geometry(model, source)
     if source.not_meshes:
         shapes = ", ".join(f"{kind} {count}" for kind, count in sorted(source.not_meshes.items()))
@@ -243,7 +264,44 @@ def read_mesh(model: Path, upload_root: Path) -> Source:
     return source
 
 
-def _read(model: Path, form: str) -> Source:
+def _check_resources(model: Path, upload_root: Path, form: str, limits: ResourceLimits) -> None:
+    """Before any parser reads the upload (they all hold it whole): what it declares must fit
+    in its bytes (PLY header counts, USDZ members), and reading it must fit the memory budget."""
+    from arkhiv.ingest.characterize.meshes import ply_declared_check, read_ply_header
+
+    size = model.stat().st_size
+    total = size
+    try:
+        if form == "USDZ":
+            try:
+                with zipfile.ZipFile(model) as packed:
+                    members = [
+                        (i.filename, i.file_size, i.compress_size) for i in packed.infolist()
+                    ]
+            except (zipfile.BadZipFile, OSError):
+                members = []  # usd-core says what is wrong with it
+            check_zip_members(model.name, members, size, limits)
+            total = max(size, sum(member[1] for member in members))
+        elif form == "USD" and upload_root.is_dir():
+            # Layers of the upload that this one may use are read with it.
+            total = sum(
+                path.stat().st_size
+                for path in upload_root.rglob("*")
+                if path.is_file() and MESH_FORMATS.get(path.suffix.lower()) == "USD"
+            )
+        elif form == "PLY":
+            try:
+                header = read_ply_header(model)
+            except ValueError:
+                header = None  # trimesh says what is wrong with it
+            if header is not None:
+                ply_declared_check(model.name, header, size, limits, limit="max_mesh_elements")
+        check_memory(model.name, f"this {form}", load_estimate(form.lower(), total), limits)
+    except ResourceLimitExceeded as refused:
+        raise ReconstructionFailed(str(refused)) from None
+
+
+def _read(model: Path, form: str, limits: ResourceLimits = DEFAULT_LIMITS) -> Source:
     """OBJ, glTF, GLB, PLY and STL through trimesh; references resolved inside the folder."""
     import trimesh
 
@@ -252,6 +310,7 @@ def _read(model: Path, form: str) -> Source:
         _check_stl(model)
     elif form in ("GLB", "glTF"):
         document, binary = _gltf_document(model, form)
+        _check_gltf_resources(model, form, document, limits)
     files = _UploadFiles(model)
     try:
         loaded = trimesh.load(str(model), resolver=files, process=False)
@@ -598,6 +657,29 @@ def _gltf_document(model: Path, form: str) -> tuple[dict, bytes | None]:
             "which Arkhiv cannot decode; upload it uncompressed"
         )
     return document, binary
+
+
+def _check_gltf_resources(model: Path, form: str, document: dict, limits: ResourceLimits) -> None:
+    """Accessor, Draco and meshopt counts against the bytes that hold them, and the decoded
+    geometry (node instances counted) against the memory budget."""
+    from arkhiv.ingest.characterize.meshes import gltf_declared_check
+
+    stored = model.stat().st_size
+    buffers = document.get("buffers")
+    for buffer in buffers if isinstance(buffers, list) else []:
+        uri = buffer.get("uri") if isinstance(buffer, dict) else None
+        if isinstance(uri, str) and not uri.startswith("data:"):
+            target = model.parent / unquote(uri)
+            if target.is_file():
+                stored += target.stat().st_size
+    try:
+        decoded = gltf_declared_check(model.name, document, stored, limits)
+        needed = load_estimate(form.lower(), max(stored, decoded))
+        check_memory(model.name, "its geometry", needed, limits)
+    except ResourceLimitExceeded as refused:
+        raise ReconstructionFailed(str(refused)) from None
+    except (TypeError, ValueError, AttributeError) as exc:  # a mangled document
+        raise ReconstructionFailed(f"{model.name}: its glTF JSON is damaged: {exc}") from exc
 
 
 def _gltf_embedded_images(document: dict, binary: bytes | None, served: dict) -> list[bytes]:

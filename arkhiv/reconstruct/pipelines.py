@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from arkhiv.policies.resources import DEFAULT_LIMITS, ResourceLimits
 from arkhiv.reconstruct.report import ReconstructionFailed, ReconstructionReport
 
 MESH_SUFFIXES = {".obj", ".glb", ".gltf", ".stl", ".usdz", ".usd", ".usda", ".usdc"}
@@ -30,6 +31,8 @@ class PipelineOptions:
     max_image_side: int = 1600  # photos are downscaled to this for matching and stereo
     dense: str = "auto"  # photos: "auto" (CUDA PatchMatch when pycolmap has CUDA) or "cpu"
     threads: int = 0  # 0: every core of the machine
+    # What one uploaded cloud or mesh may make a reader allocate (ingest's limits).
+    limits: ResourceLimits = DEFAULT_LIMITS
 
     @property
     def thread_count(self) -> int:
@@ -106,7 +109,10 @@ def run(
         from arkhiv.reconstruct.pointcloud import PointCloudOptions, mesh_from_points
 
         return mesh_from_points(
-            choice.input, output, _surface_threads(PointCloudOptions(), threads)
+            choice.input,
+            output,
+            _surface_threads(PointCloudOptions(), threads),
+            limits=options.limits,
         )
     if choice.pipeline == "depth":
         from arkhiv.reconstruct.depth import DepthOptions, mesh_from_depth
@@ -115,7 +121,7 @@ def run(
     if choice.pipeline == "mesh":
         from arkhiv.reconstruct.meshes import master_from_mesh
 
-        return master_from_mesh(choice.input, output)
+        return master_from_mesh(choice.input, output, limits=options.limits)
     raise ReconstructionFailed(f"no pipeline called {choice.pipeline!r}")
 
 

@@ -30,7 +30,12 @@ class LocalStore:
         self.root = Path(root)
 
     def ensure(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Originals as submitted carry names and locations: the store is its owner's alone,
+        # and so are the folders made to hold it.
+        missing = [self.root, *(p for p in self.root.parents if not p.exists())]
+        for folder in reversed(missing):
+            folder.mkdir(exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*check_key(key).parts)

@@ -29,6 +29,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from arkhiv import __version__
 from arkhiv.access import iiif, oai
+from arkhiv.access.dips import release_dip
 from arkhiv.access.disclosure import object_view, precise_locations
 from arkhiv.access.exports import LEVELS, export_object, print_replica, web_level
 from arkhiv.access.files import NotFound, prepare_download
@@ -61,6 +62,7 @@ from arkhiv.jobs.ingest import receive_submission
 from arkhiv.jobs.scheduler import Scheduler
 from arkhiv.jobs.worker import Worker
 from arkhiv.policies.access import Permission
+from arkhiv.web.limits import BodyLimit
 from arkhiv.web.pages import TUS_PREFIX, install_page_errors, pages_router, sweep_assemblies
 from arkhiv.web.security import RateLimiter
 from arkhiv.web.tus import sweep_expired, tus_router
@@ -131,6 +133,13 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         lifespan=lifespan,
     )
     app.state.archive = archive
+    app.add_middleware(
+        BodyLimit,
+        limit=archive.settings.server.max_body_bytes,
+        larger_limit=archive.settings.server.max_form_bytes,
+        unbounded=_streams_to_disk,
+        larger=_submission_form,
+    )
 
     @app.exception_handler(CatalogUnavailable)
     async def _catalog_down(_request: Request, exc: CatalogUnavailable) -> JSONResponse:
@@ -240,11 +249,14 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         responses={403: {"description": "asked with a token rather than a signed-in session"}},
     )
     def create_token(
+        request: Request,
         body: TokenRequest,
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
         who: Viewer = Depends(someone),
     ) -> dict[str, Any]:
-        if credentials is not None:
+        # Neither a token nor a page session opened with one: a leaked token must not be able
+        # to make another that outlives its revocation.
+        if credentials is not None or not visit_of(archive, request).with_password:
             raise Forbidden("tokens are made by a person signed in with a password, not by a token")
         valid_for = timedelta(days=body.days) if body.days else None
         with writing(archive.engine) as conn:
@@ -520,14 +532,12 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         return {"job": job_id, "status": f"/api/v1/dips/{job_id}"}
 
     def _dip_job(job_id: int, who: Viewer):
+        """A DIP request is its recipient's alone (officers see jobs with `arkhiv jobs`):
+        anyone else learns not even that it exists."""
         job = archive.queue.get(job_id)
-        if job is None or job.kind != DIP_KIND:
+        if job is None or job.kind != DIP_KIND or job.payload.get("recipient") != who.name:
             raise HTTPException(404, f"no DIP request {job_id}")
-        officer = who.may(Permission.MANAGE_PRESERVATION)
-        if job.payload["recipient"] != who.name and not officer:
-            raise HTTPException(404, f"no DIP request {job_id}")  # not even that it exists
-        if not officer:
-            who.require(Permission.REQUEST_DIPS, "receive dissemination packages")  # still?
+        who.require(Permission.REQUEST_DIPS, "receive dissemination packages")  # still?
         return job
 
     @app.get("/api/v1/dips/{job_id}", summary="Where a DIP request stands")
@@ -542,7 +552,11 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
             "error": (job.last_error or "").splitlines()[0] if job.status == "dead" else None,
         }
         if job.status == "done":
-            answer["download"] = f"/api/v1/dips/{job.id}/download"
+            result = job.result or {}
+            if result.get("removed_at"):
+                answer["removed"] = {"at": result["removed_at"], "why": result["removed_because"]}
+            else:
+                answer["download"] = f"/api/v1/dips/{job.id}/download"
             answer["result"] = job.result
         return answer
 
@@ -550,13 +564,25 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         "/api/v1/dips/{job_id}/download",
         summary="The prepared DIP (a BagIt zip)",
         response_class=FileResponse,
-        responses={409: {"description": "not ready yet"}},
+        responses={
+            403: {"description": "the role no longer holds what the package's contents need"},
+            409: {"description": "not ready yet"},
+            410: {"description": "removed after server.dip_retention_days: ask again"},
+        },
     )
     def dip_download(job_id: JobNumber, who: Viewer = Depends(viewer)):
         job = _dip_job(job_id, who)
-        path = dip_path(archive, job.id)
-        if job.status != "done" or not path.is_file():
+        if job.status != "done":
             raise HTTPException(409, f"DIP request {job_id} is {job.status}")
+        result = job.result or {}
+        path = dip_path(archive, job.id)
+        if result.get("removed_at") or not path.is_file():
+            raise HTTPException(
+                410,
+                f"DIP {job_id} was removed on {result.get('removed_at', 'an earlier day')[:10]}: "
+                "packages are kept for server.dip_retention_days; ask for it again",
+            )
+        release_dip(archive, who, job.id, job.payload, result)
         return FileResponse(path, media_type="application/zip", filename=f"dip-{job.id}.zip")
 
     @app.get(
@@ -699,6 +725,17 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         }
 
     return app
+
+
+def _streams_to_disk(method: str, path: str) -> bool:
+    """Routes that write their bodies to disk under the ingest limits, not into memory."""
+    if path == TUS_PREFIX or path.startswith(TUS_PREFIX + "/"):
+        return True
+    return method == "POST" and path.rstrip("/") == "/api/v1/submissions"
+
+
+def _submission_form(method: str, path: str) -> bool:
+    return method == "POST" and path.rstrip("/") in ("/capture", "/submit")
 
 
 async def _sweep_uploads(archive: Archive, every_s: float = 3600) -> None:

@@ -37,6 +37,7 @@ from arkhiv.access.viewers import (
     Viewer,
     anonymous,
     issue_token,
+    revoke_all_tokens,
     revoke_token,
     token_id,
     tokens_of,
@@ -309,6 +310,11 @@ def pages_router(archive: Archive) -> APIRouter:
             {
                 "job": job,
                 "ready": job.status == "done" and dip_path(archive, job.id).is_file(),
+                "removed": (
+                    f"{settings.server.dip_retention_days:g}"
+                    if job.status == "done" and (job.result or {}).get("removed_at")
+                    else ""
+                ),
                 "error": (job.last_error or "").splitlines()[0] if job.status == "dead" else "",
             }
             for job in jobs
@@ -620,7 +626,7 @@ def pages_router(archive: Archive) -> APIRouter:
         """A token for the API, shown on this one answer (the catalog keeps only its hash)."""
         visit = signed_in(request)
         form = await form_of(request, visit)
-        if not visit.by_session:
+        if not visit.with_password:
             raise Forbidden("tokens are made by a person signed in with a password")
         name = str(form.get("name", "")).strip()[:128]
         days = _whole_number(str(form.get("days", "")))
@@ -644,8 +650,11 @@ def pages_router(archive: Archive) -> APIRouter:
     async def change_password(request: Request):
         visit = signed_in(request)
         form = await form_of(request, visit)
+        if not visit.with_password:
+            raise Forbidden("a password is changed by a person signed in with it, not by a token")
         current = str(form.get("current", ""))
         new = str(form.get("new", ""))
+        also_tokens = form.get("revoke_tokens") == "yes"
         if sign_in_failures.retry_after(f"password:{visit.viewer.name}"):
             return account_page(
                 request, visit, 429, error=_("Too many attempts. Try again in a minute.")
@@ -654,13 +663,16 @@ def pages_router(archive: Archive) -> APIRouter:
             with writing(archive.engine) as conn:
                 authenticate(conn, settings.access, visit.viewer.name, current)
                 set_password(conn, visit.viewer.name, new)
+                if also_tokens:
+                    revoke_all_tokens(conn, visit.viewer.name)
                 cookie = new_session(conn, visit.viewer.name)
         except Unauthorized:
             sign_in_failures.hit(f"password:{visit.viewer.name}")
             return account_page(request, visit, 401, error=_("The current password is wrong."))
         except ArkhivError as exc:
             return account_page(request, visit, 422, error=str(exc))
-        return with_session(RedirectResponse("/account?changed=1", status_code=303), visit, cookie)
+        done = "/account?changed=1" + ("&tokens_revoked=1" if also_tokens else "")
+        return with_session(RedirectResponse(done, status_code=303), visit, cookie)
 
     return router
 

@@ -41,10 +41,19 @@ class Visit:
     language: str
     secure: bool  # the cookies this answer sets are Secure
     new_anonymous_csrf: bool = False  # the answer must set the anonymous CSRF cookie
+    # A session opened by signing in with an API token: it may not make tokens nor change the
+    # password (a leaked token must not be able to outlive its revocation).
+    by_token: bool = False
 
     @property
     def signed_in(self) -> bool:
         return self.viewer.name != anonymous(self.viewer.policy).name
+
+    @property
+    def with_password(self) -> bool:
+        """Signed in with a password (not a token): what making tokens and changing the
+        password need."""
+        return self.signed_in and self.by_session and not self.by_token
 
 
 def is_secure(archive: Archive, request: Request) -> bool:
@@ -75,7 +84,7 @@ def _identify(archive: Archive, request: Request) -> Visit:
     if scheme.lower() == "bearer" and token.strip():
         with reading(archive.engine) as conn:
             viewer = viewer_for_token(conn, policy, token.strip())
-        return Visit(viewer, "", False, language, secure)
+        return Visit(viewer, "", False, language, secure, by_token=True)
     cookie = request.cookies.get(cookie_name(secure))
     if cookie:
         with reading(archive.engine) as conn:
@@ -86,8 +95,7 @@ def _identify(archive: Archive, request: Request) -> Visit:
             with writing(archive.engine) as conn:
                 touch_session(conn, cookie)
         if found is not None:
-            viewer, csrf = found
-            return Visit(viewer, csrf, True, language, secure)
+            return Visit(found.viewer, found.csrf, True, language, secure, by_token=found.by_token)
     csrf = request.cookies.get(anonymous_csrf_cookie(secure))
     fresh = not csrf
     return Visit(

@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from arkhiv.ingest.characterize.containers import characterize_container
 from arkhiv.ingest.characterize.images import characterize_image
 from arkhiv.ingest.characterize.meshes import characterize_mesh
 from arkhiv.ingest.characterize.pointclouds import characterize_point_cloud
+from arkhiv.ingest.characterize.videos import characterize_video
 from arkhiv.ingest.model import Characterization, Identification
+from arkhiv.policies.resources import DEFAULT_LIMITS, ResourceLimits
 
 Characterizer = Callable[[Path], Characterization]
 
@@ -32,6 +35,22 @@ _BY_MIME: dict[str, Characterizer] = {
     "application/vnd.las": characterize_point_cloud,
     "application/vnd.laszip": characterize_point_cloud,
     "model/e57": characterize_point_cloud,
+    "model/3mf": characterize_container,
+    "model/vnd.usdz+zip": characterize_container,
+    # PRONOM calls MP4 (and M4V, M4A) application/mp4 and 3GP audio/3gpp
+    **dict.fromkeys(
+        (
+            "video/mp4",
+            "video/quicktime",
+            "video/3gpp",
+            "video/3gpp2",
+            "video/x-m4v",
+            "application/mp4",
+            "audio/mp4",
+            "audio/3gpp",
+        ),
+        characterize_video,
+    ),
 }
 
 # A file whose content is not what its name claims is still read as what it claims, so that
@@ -42,14 +61,33 @@ _BY_EXTENSION: dict[str, Characterizer] = {
     ),
     **dict.fromkeys((".gltf", ".glb", ".stl", ".obj", ".ply", ".off", ".wrl"), characterize_mesh),
     **dict.fromkeys((".las", ".laz", ".e57"), characterize_point_cloud),
+    **dict.fromkeys((".3mf", ".usdz"), characterize_container),
+    **dict.fromkeys((".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".qt", ".m4a"), characterize_video),
 }
 
 
-def characterize(path: Path, identification: Identification | None) -> Characterization:
+# Readers that check declared counts (points, mesh elements, pixels) against resource limits.
+_LIMITED: set[Callable[..., Characterization]] = {
+    characterize_container,
+    characterize_image,
+    characterize_mesh,
+    characterize_point_cloud,
+}
+
+
+def characterize(
+    path: Path,
+    identification: Identification | None,
+    *,
+    limits: ResourceLimits = DEFAULT_LIMITS,
+) -> Characterization:
     """Characterize one file by what it was identified as (else by what its name claims);
-    files of other kinds get an empty characterization with `valid` None."""
+    files of other kinds get an empty characterization with `valid` None. Files declaring more
+    than `limits` allow are refused (invalid, with the reason)."""
     mime = identification.mime_type if identification else None
     characterizer = _BY_MIME.get(mime or "") or _BY_EXTENSION.get(path.suffix.lower())
     if characterizer is None:
         return Characterization()
+    if characterizer in _LIMITED:
+        return characterizer(path, limits=limits)
     return characterizer(path)

@@ -20,6 +20,10 @@ Decoding check (`decode_check`):
   headers only) so that a huge scan is never held in memory; `valid` stays None unless that
   check fails.
 - "none": the file could not be opened.
+- "refused": the picture declares more pixels than `max_image_pixels` (a decompression bomb: a
+  PNG of 100,000 x 100,000 pixels fits in a few hundred bytes); nothing was decoded, the file is
+  invalid. The declared size comes from the header Pillow reads lazily, for HEIF from its `ispe`
+  boxes before libheif parses anything.
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ from PIL import Image, ImageFile
 from PIL.TiffImagePlugin import IFDRational
 
 from arkhiv.ingest.model import Characterization, GeoLocation
+from arkhiv.policies.resources import (
+    DEFAULT_LIMITS,
+    ResourceLimitExceeded,
+    ResourceLimits,
+    check_declared,
+)
 
 pillow_heif.register_heif_opener()
 
@@ -86,15 +96,21 @@ _XMP_COORDINATE = re.compile(
 
 
 def characterize_image(
-    path: Path, *, max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+    path: Path,
+    *,
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+    limits: ResourceLimits = DEFAULT_LIMITS,
 ) -> Characterization:
     """Characterize one image file. Never raises for a bad file: problems go into the result.
+    A picture declaring more than `limits.max_image_pixels` is refused before decoding, and no
+    more pixels are decoded than the memory budget holds at 8 bytes each (RGBA and a copy).
 
     `locations` have `source` empty (the caller knows the file's path in the bag)."""
     path = Path(path)
     result = Characterization(tool=TOOL)
     found = _Found()
     props = result.properties
+    max_decode_pixels = min(max_decode_pixels, limits.memory_budget_bytes // 8)
 
     with path.open("rb") as fp:
         prefix = fp.read(16)
@@ -108,8 +124,26 @@ def characterize_image(
         except Exception as exc:  # malformed segments must not end the characterization
             found.problem(f"metadata could not be read: {exc}", incomplete=True)
 
-    im, open_problem = _open(path)
-    if im is None:
+    # Before libheif parses the file (it reads HEIF's sizes itself, and refuses some, in words
+    # that name no limit); other formats' sizes come from Pillow's lazy open below.
+    declared = _heif_declared_size(path, prefix)
+    refused = _refused(path.name, declared, limits)
+    im, open_problem = (None, None) if refused else _open(path)
+    if im is not None:
+        declared = im.size
+        refused = _refused(path.name, declared, limits)
+        if refused:
+            im.close()
+            im = None
+    if refused and declared is not None:
+        result.valid = False
+        result.problems.append(refused)
+        props["decode_check"] = "refused"
+        props["width"], props["height"] = declared
+        if not found.walked:
+            _scan_for_xmp(path, found)
+            found.problem("metadata not read (refused): locations not ruled out", incomplete=True)
+    elif im is None:
         result.valid = False
         result.problems.append(f"not a decodable image: {open_problem}")
         props["decode_check"] = "none"
@@ -577,6 +611,96 @@ def _open(path: Path) -> tuple[Image.Image | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def _refused(name: str, size: tuple[int, int] | None, limits: ResourceLimits) -> str | None:
+    """The reason a declared picture size is refused, or None."""
+    if size is None:
+        return None
+    width, height = size
+    try:
+        check_declared(
+            name,
+            f"pixels ({width:,} x {height:,})",
+            width * height,
+            0,
+            0,
+            limits,
+            held="any",
+            limit="max_image_pixels",
+        )
+    except ResourceLimitExceeded as exc:
+        return f"{exc} as a decompression bomb, nothing decoded"
+    return None
+
+
+_HEIF_CONTAINERS = {b"meta", b"iprp", b"ipco"}
+_MAX_HEIF_META_BYTES = 16 * 1024**2
+
+
+def _heif_declared_size(path: Path, prefix: bytes) -> tuple[int, int] | None:
+    """The largest image size a HEIF/AVIF file declares (its `ispe` properties: the primary
+    image, a grid's full size, tiles, thumbnails), read from the boxes alone; None when the
+    file is not ISOBMFF or declares none."""
+    if prefix[4:8] != b"ftyp":
+        return None
+    try:
+        with path.open("rb") as fp:
+            end = path.stat().st_size
+            position = 0
+            while position + 16 <= end:  # top-level boxes: find meta
+                fp.seek(position)
+                raw = fp.read(16)
+                size, kind = struct.unpack_from(">I4s", raw)
+                header = 8
+                if size == 1:
+                    size, header = struct.unpack_from(">Q", raw, 8)[0], 16
+                elif size == 0:
+                    size = end - position
+                if size < header:
+                    return None
+                if kind == b"meta":
+                    if size > _MAX_HEIF_META_BYTES:
+                        return None
+                    fp.seek(position + header)
+                    data = fp.read(size - header)
+                    # meta is a full box: version and flags first
+                    return _largest_ispe(data[4:], None)
+                position += size
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _largest_ispe(data: bytes, largest: tuple[int, int] | None) -> tuple[int, int] | None:
+    position = 0
+    while position + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, position)
+        header = 8
+        if size == 1 and position + 16 <= len(data):
+            size, header = struct.unpack_from(">Q", data, position + 8)[0], 16
+        elif size == 0:
+            size = len(data) - position
+        if size < header:
+            break
+        body = data[position + header : position + size]
+        if kind in _HEIF_CONTAINERS:
+            largest = _largest_ispe(body, largest)
+        elif kind == b"ispe" and len(body) >= 12:
+            width, height = struct.unpack_from(">II", body, 4)  # after version and flags
+            if largest is None or width * height > largest[0] * largest[1]:
+                largest = (width, height)
+        position += size
+    return largest
+
+
+def apply_pillow_limit(limits: ResourceLimits) -> None:
+    """Lower Pillow's own decompression-bomb limit (MAX_IMAGE_PIXELS, which it refuses at twice)
+    to `max_image_pixels` where that is lower. Never raised: it is process-wide, and the other
+    Pillow users of the process (derivatives, textures) keep Pillow's stricter default."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None or limits.max_image_pixels < current:
+        Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
+
+
 def _check_decoding(path: Path, max_pixels: int, result: Characterization) -> None:
     props = result.properties
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -974,3 +1098,12 @@ def _mapillary_locations(text: bytes, block: str, found: _Found) -> list[GeoLoca
         altitude = altitudes[index] if index < len(altitudes) else None
         locations.append(GeoLocation(latitude, longitude, altitude, kind="mapillary-json"))
     return locations
+
+
+def xmp_packet_locations(packet: bytes) -> tuple[list[GeoLocation], list[str], bool]:
+    """The locations in one XMP packet found outside a picture (videos carry XMP too): the
+    locations, the problems met, and whether the packet is about a location at all (parseable
+    or not)."""
+    found = _Found()
+    locations = _xmp_locations(packet, found)
+    return locations, found.problems, bool(found.location_blocks)

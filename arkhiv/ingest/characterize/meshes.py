@@ -3,8 +3,11 @@ PLY, STL (ASCII and binary), OFF and VRML.
 
 Structure is checked from the bytes (GLB chunks, glTF JSON, MTL files, PLY and STL headers) so
 that every broken reference is named; geometry facts (bounds, watertightness, winding) come from
-trimesh, but only for files small enough to load whole. Larger files get the figures their
-headers give (glTF accessor counts are exact and cheap, so they are always used)."""
+trimesh, but only for files small enough to load whole within the memory budget. Larger files get
+the figures their headers give (glTF accessor counts are exact and cheap, so they are always used).
+Declared counts (glTF accessors, Draco and meshopt sizes, PLY and OFF headers) are checked against
+the resource limits first (policies/resources.py): a file declaring far more than it holds is
+refused as a decompression bomb."""
 
 from __future__ import annotations
 
@@ -22,9 +25,20 @@ from urllib.parse import unquote
 
 from arkhiv.ingest.characterize.findings import Findings
 from arkhiv.ingest.model import Characterization
+from arkhiv.policies.resources import (
+    DEFAULT_LIMITS,
+    RATIO_FLOOR_BYTES,
+    CountLimit,
+    ResourceLimitExceeded,
+    ResourceLimits,
+    check_declared,
+    fits_memory,
+    load_estimate,
+    size_text,
+)
 
-# Above this much data (the file plus what it references) a mesh is not loaded whole: trimesh
-# needs several times the file size in memory.
+# Above this much data (the file plus what it references) a mesh is not loaded whole, whatever
+# the memory budget says (trimesh needs 8 to 20 times the file size in memory).
 MAX_LOAD_BYTES = 2 * 1024**3
 MAX_JSON_BYTES = 256 * 1024**2  # a glTF's JSON; real ones are far smaller
 MAX_MTL_BYTES = 64 * 1024**2
@@ -99,6 +113,10 @@ class _Result(Findings):
     root: Path
     max_load_bytes: int
     tools: list[str] = field(default_factory=lambda: ["arkhiv mesh reader"])
+    limits: ResourceLimits = DEFAULT_LIMITS
+    # Bytes the declared geometry takes decoded, node instances counted (glTF): what loading
+    # it whole costs beyond the file's own size.
+    decoded: int = 0
 
     @property
     def name(self) -> str:
@@ -106,16 +124,23 @@ class _Result(Findings):
 
 
 def characterize_mesh(
-    path: Path, *, root: Path | None = None, max_load_bytes: int = MAX_LOAD_BYTES
+    path: Path,
+    *,
+    root: Path | None = None,
+    max_load_bytes: int = MAX_LOAD_BYTES,
+    limits: ResourceLimits = DEFAULT_LIMITS,
 ) -> Characterization:
     """Characterize and validate one mesh file.
 
     `root` is the package root that references may not leave; by default the payload (data/)
     of the nearest bag above the file (a folder holding bagit.txt), else the file's own folder.
-    Files (with what they reference) above `max_load_bytes` are not loaded whole: their figures
-    come from headers."""
+    Files (with what they reference) above `max_load_bytes`, or whose load would need more than
+    the memory budget of `limits`, are not loaded whole: their figures come from headers. Files
+    declaring more than `limits` allow are refused (invalid, with the reason)."""
     path = Path(path)
-    result = _Result(path=path, root=_package_root(path, root), max_load_bytes=max_load_bytes)
+    result = _Result(
+        path=path, root=_package_root(path, root), max_load_bytes=max_load_bytes, limits=limits
+    )
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -159,6 +184,9 @@ def characterize_mesh(
     }
     try:
         delegated = handlers[kind](result, size, head)
+    except ResourceLimitExceeded as refused:
+        result.fail(str(refused))  # the message names the file already
+        delegated = None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, struct.error) as exc:
         # Hostile or mangled structure (a string where a count belongs, say) is a finding.
         result.fail(f"{result.name}: malformed {_LABELS[kind]} structure: {exc!r}")
@@ -372,7 +400,7 @@ def _glb(result: _Result, size: int, head: bytes) -> None:
     if not isinstance(document, dict):
         result.fail(f"{name}: JSON chunk is not a glTF object")
         return
-    external = _gltf_document(result, document, glb_bin=bin_length)
+    external = _gltf_document(result, document, glb_bin=bin_length, size=size)
     _load_gltf(result, "glb", size + external)
 
 
@@ -397,13 +425,14 @@ def _gltf(result: _Result, size: int, head: bytes) -> None:
     if not isinstance(document, dict):
         result.fail(f"{result.name}: not a glTF document (JSON top level is not an object)")
         return
-    external = _gltf_document(result, document, glb_bin=None)
+    external = _gltf_document(result, document, glb_bin=None, size=size)
     _load_gltf(result, "gltf", size + external)
 
 
-def _gltf_document(result: _Result, doc: dict[str, Any], glb_bin: int | None) -> int:
+def _gltf_document(result: _Result, doc: dict[str, Any], glb_bin: int | None, size: int) -> int:
     """Check a glTF document's references and record its counts. Returns the bytes of the
-    external files it references (for the load limit)."""
+    external files it references (for the load limit). Raises ResourceLimitExceeded when the
+    declared geometry is a decompression bomb."""
     name = result.name
     base = result.path.parent
     asset = doc.get("asset")
@@ -450,7 +479,9 @@ def _gltf_document(result: _Result, doc: dict[str, Any], glb_bin: int | None) ->
             continue
         declared.append(length)
         uri = buffer.get("uri")
-        if uri is None:
+        if uri is None and _meshopt_fallback(buffer):
+            pass  # holds no bytes: what EXT_meshopt_compression decodes goes here
+        elif uri is None:
             if glb_bin is not None and i == 0:
                 # The BIN chunk is padded to 4 bytes, so it may be up to 3 bytes longer.
                 if not 0 <= glb_bin - length <= 3:
@@ -594,7 +625,144 @@ def _gltf_document(result: _Result, doc: dict[str, Any], glb_bin: int | None) ->
     undecodable = sorted(used & _UNDECODABLE)
     if undecodable:
         result.props["compression"] = undecodable
+    result.decoded = _gltf_declared(
+        name, accessors, views, meshes, nodes, size + external, result.limits
+    )
     return external
+
+
+def _accessor_bytes(accessor: Any) -> int:
+    """What an accessor takes decoded: count x element size (0 when not understood)."""
+    if not isinstance(accessor, dict):
+        return 0
+    count = accessor.get("count", 0)
+    element = _COMPONENT_SIZE.get(accessor.get("componentType"), 0) * _TYPE_COMPONENTS.get(
+        accessor.get("type"), 0
+    )
+    return count * element if isinstance(count, int) and count > 0 else 0
+
+
+def _meshopt_fallback(buffer: dict[str, Any]) -> bool:
+    extensions = buffer.get("extensions") or {}
+    return any(
+        isinstance(extensions.get(name), dict) and extensions[name].get("fallback") is True
+        for name in ("EXT_meshopt_compression", "KHR_meshopt_compression")
+    )
+
+
+def gltf_declared_check(
+    name: str, document: dict[str, Any], stored: int, limits: ResourceLimits
+) -> int:
+    """The resource checks of a glTF document whose `stored` bytes (the file plus its external
+    buffers) are about to be decoded; returns the decoded size with node instances counted.
+    Raises ResourceLimitExceeded."""
+
+    def items(key: str) -> list[Any]:
+        value = document.get(key, [])
+        return value if isinstance(value, list) else []
+
+    return _gltf_declared(
+        name,
+        items("accessors"),
+        items("bufferViews"),
+        items("meshes"),
+        items("nodes"),
+        stored,
+        limits,
+    )
+
+
+def _gltf_declared(
+    name: str,
+    accessors: list[Any],
+    views: list[Any],
+    meshes: list[Any],
+    nodes: list[Any],
+    stored: int,
+    limits: ResourceLimits,
+) -> int:
+    """Declared sizes against the resource limits, before anything decodes them: Draco and
+    meshopt data against their compressed bytes, every accessor against the file (an accessor
+    without a bufferView is all zeros, costing nothing to declare), vertices and faces against
+    the count limit. Returns the decoded size with node instances counted (trimesh copies a
+    mesh for every node that places it), for the load estimate."""
+
+    def accessor_bytes(index: Any) -> int:
+        valid = isinstance(index, int) and 0 <= index < len(accessors)
+        return _accessor_bytes(accessors[index]) if valid else 0
+
+    def accessor_count(index: Any) -> int:
+        return accessors[index].get("count", 0) if accessor_bytes(index) else 0
+
+    def view_bytes(index: Any) -> int:
+        view = views[index] if isinstance(index, int) and 0 <= index < len(views) else None
+        length = view.get("byteLength", 0) if isinstance(view, dict) else 0
+        return length if isinstance(length, int) else 0
+
+    for i, view in enumerate(views):
+        extensions = (view.get("extensions") or {}) if isinstance(view, dict) else {}
+        for key in ("EXT_meshopt_compression", "KHR_meshopt_compression"):
+            meshopt = extensions.get(key)
+            if not isinstance(meshopt, dict):
+                continue
+            count, stride = meshopt.get("count", 0), meshopt.get("byteStride", 0)
+            length = meshopt.get("byteLength", 0)
+            if not all(isinstance(v, int) for v in (count, stride, length)):
+                raise ValueError(
+                    f"bufferView {i}: {key} count, byteStride, byteLength not integers"
+                )
+            check_declared(
+                f"{name} bufferView {i} ({key})",
+                "elements",
+                count,
+                count * stride,
+                length,
+                limits,
+                held="compressed",
+                limit="max_mesh_elements",
+            )
+
+    per_mesh: list[int] = []
+    vertices = faces = 0
+    for m, mesh in enumerate(meshes):
+        total = 0
+        for p, prim in enumerate(mesh.get("primitives", []) if isinstance(mesh, dict) else []):
+            if not isinstance(prim, dict):
+                continue
+            attributes = prim.get("attributes", {})
+            attributes = attributes if isinstance(attributes, dict) else {}
+            decoded = sum(accessor_bytes(a) for a in attributes.values())
+            decoded += accessor_bytes(prim.get("indices"))
+            total += decoded
+            position = accessor_count(attributes.get("POSITION"))
+            vertices += position
+            faces += (accessor_count(prim.get("indices")) or position) // 3
+            draco = (prim.get("extensions") or {}).get("KHR_draco_mesh_compression")
+            if isinstance(draco, dict):
+                check_declared(
+                    f"{name} mesh {m} primitive {p} (KHR_draco_mesh_compression)",
+                    "vertices",
+                    position,
+                    decoded,
+                    view_bytes(draco.get("bufferView")),
+                    limits,
+                    held="compressed",
+                    limit="max_mesh_elements",
+                )
+        per_mesh.append(total)
+
+    declared = sum(a.get("count", 0) for a in accessors if _accessor_bytes(a))
+    whole = sum(_accessor_bytes(a) for a in accessors)
+    check_declared(name, "accessor elements", declared, whole, stored, limits, held="compressed")
+    for count, what in ((vertices, "vertices"), (faces, "faces")):
+        check_declared(name, what, count, 0, stored, limits, held="any", limit="max_mesh_elements")
+
+    instances = [0] * len(meshes)
+    for node in nodes:
+        index = node.get("mesh") if isinstance(node, dict) else None
+        if isinstance(index, int) and 0 <= index < len(meshes):
+            instances[index] += 1
+    return sum(b * max(n, 1) for b, n in zip(per_mesh, instances, strict=True))
 
 
 def _data_uri_size(uri: str) -> int | None:
@@ -643,6 +811,17 @@ def _obj(result: _Result, size: int, head: bytes) -> None:
     result.props["format"] = "OBJ"
     counts, mtllibs, first_vertex = _scan_obj(result.path)
     faces = counts["f"]
+    for key, what in (("v", "vertices"), ("f", "faces")):
+        check_declared(
+            result.name,
+            what,
+            counts[key],
+            0,
+            size,
+            result.limits,
+            held="any",
+            limit="max_mesh_elements",
+        )
     result.props.update(
         vertices=counts["v"],
         faces=faces,
@@ -891,6 +1070,38 @@ def ply_vertex_flags(vertex: PlyElement) -> dict[str, bool]:
     }
 
 
+def _ply_least_row(element: PlyElement) -> int:
+    """Bytes of one binary row at the least: a face has at least three vertex indices; other
+    lists may be empty."""
+    row = element.fixed_size
+    if row is not None:
+        return row
+    return sum(
+        int(p.type[1])
+        if not p.list_count
+        else int(p.list_count[1]) + (3 * int(p.type[1]) if _is_face_list(element, p) else 0)
+        for p in element.properties
+    )
+
+
+def ply_declared_check(
+    name: str, header: PlyHeader, size: int, limits: ResourceLimits, *, limit: CountLimit
+) -> None:
+    """Refuse a PLY whose header declares far more than its bytes hold (a header of 2 billion
+    vertices over a few bytes), before any reader sizes its arrays from those counts. An ASCII
+    value takes at least two bytes (a digit and a separator), a binary one one to eight, so
+    honest ASCII is at most four times smaller than binary: far under the ratio either way.
+    Raises ResourceLimitExceeded."""
+    decoded = sum(element.count * _ply_least_row(element) for element in header.elements)
+    vertex, face = header.element("vertex"), header.element("face")
+    vertices = vertex.count if vertex else 0
+    check_declared(
+        name, "vertices", vertices, decoded, size, limits, held="compressed", limit=limit
+    )
+    if face is not None:
+        check_declared(name, "faces", face.count, 0, size, limits, held="any", limit=limit)
+
+
 def ply_size_problem(header: PlyHeader, size: int) -> str | None:
     """For binary PLY: is the file as long as its header says? Exact when every element has
     fixed-size rows, or when list rows turn out uniform (all triangles); else a lower bound."""
@@ -940,7 +1151,7 @@ def _ply(result: _Result, size: int, head: bytes) -> Characterization | None:
         # Vertex-only PLY is a point cloud, not an empty mesh.
         from arkhiv.ingest.characterize.pointclouds import characterize_point_cloud
 
-        cloud = characterize_point_cloud(result.path)
+        cloud = characterize_point_cloud(result.path, limits=result.limits)
         cloud.problems.append("note: no faces: characterized as a point cloud")
         return cloud
     result.props.update(
@@ -949,6 +1160,7 @@ def _ply(result: _Result, size: int, head: bytes) -> Characterization | None:
         vertices=vertices,
         faces=faces,
     )
+    ply_declared_check(result.name, header, size, result.limits, limit="max_mesh_elements")
     if vertex is None or not vertex.has("x", "y", "z"):
         result.fail(f"{result.name}: no vertex element with x, y and z")
     if vertex is not None:
@@ -1017,6 +1229,9 @@ def _stl(result: _Result, size: int, head: bytes) -> None:
     if triangles == 0:
         result.fail(f"{name}: no faces (an empty mesh)")
         return
+    check_declared(
+        name, "faces", triangles, 0, size, result.limits, held="any", limit="max_mesh_elements"
+    )
     result.props.update(has_uvs=False, has_vertex_colors=False, textures=[], materials=0)
     _load_geometry(result, "stl", size, merge_count=True)
 
@@ -1051,6 +1266,23 @@ def _off(result: _Result, size: int, head: bytes) -> None:
         return
     vertices, faces = int(numbers[0]), int(numbers[1])
     result.props.update(vertices=vertices, faces=faces, textures=[], materials=0)
+    # As text, a vertex or a triangle takes at least six bytes ("0 0 0" and a line break);
+    # decoded, twelve: a header promising far more than its text holds is refused here.
+    limits = result.limits
+    decoded = 12 * (vertices + faces)
+    check_declared(
+        result.name,
+        "vertices",
+        vertices,
+        decoded,
+        size,
+        limits,
+        held="compressed",
+        limit="max_mesh_elements",
+    )
+    check_declared(
+        result.name, "faces", faces, 0, size, limits, held="any", limit="max_mesh_elements"
+    )
     if faces == 0:
         result.fail(f"{result.name}: no faces (an empty mesh)")
         return
@@ -1068,6 +1300,8 @@ def _vrml(result: _Result, size: int, head: bytes) -> None:
     result.props["format"] = "VRML"
     compressed = head.startswith(b"\x1f\x8b")  # VRML97 allows gzip-compressed files
     result.props["gzip"] = compressed
+    if compressed:
+        _check_gzip_ratio(result, size)
     scan = _VrmlScan()
     first = None
     try:
@@ -1105,6 +1339,26 @@ def _vrml(result: _Result, size: int, head: bytes) -> None:
         result.fail(f"{result.name}: malformed or unterminated coordinate data")
     result.tools.append("arkhiv VRML scan")
     result.note("VRML is not read by trimesh: figures come from a scan of its nodes")
+
+
+def _check_gzip_ratio(result: _Result, size: int) -> None:
+    """Inflate without parsing (fast) up to what the decoded ratio allows, so that a gzip bomb
+    is refused before the scan (slow) spends minutes on it."""
+    most = max(RATIO_FLOOR_BYTES, result.limits.max_decoded_ratio * size)
+    inflated = 0
+    try:
+        with gzip.open(result.path) as f:
+            while block := f.read(_CHUNK):
+                inflated += len(block)
+                if inflated > most:
+                    raise ResourceLimitExceeded(
+                        f"{result.name}: its gzip data inflates past {size_text(inflated)} "
+                        f"from {size_text(size)}, over the limit "
+                        f"{result.limits.max_decoded_ratio:,g}:1 (ingest.max_decoded_ratio): "
+                        "refused as a decompression bomb"
+                    )
+    except (OSError, EOFError):
+        return  # the scan says what is wrong with the stream
 
 
 _TEXTURE_NODES = ("ImageTexture", "Texture2")
@@ -1229,6 +1483,16 @@ def _load_geometry(
         result.props["loaded"] = False
         result.note(
             f"not loaded whole: {total} bytes is over the {result.max_load_bytes}-byte limit; "
+            "figures come from the header"
+        )
+        return
+    # Not a reason to refuse the file (its bytes are honest), only not to load it here.
+    needed = load_estimate(file_type, max(total, result.decoded))
+    if not fits_memory(needed, result.limits):
+        result.props["loaded"] = False
+        result.note(
+            f"not loaded whole: loading it needs ≈{size_text(needed)}, over the memory budget "
+            f"of {size_text(result.limits.memory_budget_bytes)} (ingest.memory_budget_bytes); "
             "figures come from the header"
         )
         return

@@ -2,8 +2,11 @@
 read here: every page's CRC-32C and the XML section), and vertex-only PLY.
 
 Everything streams: points are read in chunks, E57 pages one block at a time, so a file of any
-size is checked in bounded memory. A location comes only from a declared CRS: the cloud's centre,
-in WGS84 when it is geographic or when pyproj can convert it."""
+size is checked in bounded memory. Before any points are read, the counts a file declares are
+checked against the resource limits (policies/resources.py): a LAZ, an E57 compressed vector or a
+PLY that declares far more data than its bytes could hold is refused as a decompression bomb.
+A location comes only from a declared CRS: the cloud's centre, in WGS84 when it is geographic or
+when pyproj can convert it."""
 
 from __future__ import annotations
 
@@ -21,12 +24,19 @@ from arkhiv.ingest.characterize.findings import Findings
 from arkhiv.ingest.characterize.meshes import (
     NOT_MESH_CONTENT,
     PlyHeader,
+    ply_declared_check,
     ply_size_problem,
     ply_vertex_flags,
     read_ply_header,
     sniff,
 )
 from arkhiv.ingest.model import Characterization, GeoLocation
+from arkhiv.policies.resources import (
+    DEFAULT_LIMITS,
+    ResourceLimitExceeded,
+    ResourceLimits,
+    check_declared,
+)
 
 CHUNK_POINTS = 1_000_000
 E57_PAGE_SIZE = 1024  # ASTM E2807 fixes the physical page size
@@ -38,15 +48,19 @@ _KEPT_BAD_OFFSETS = 1000
 @dataclass(kw_only=True)
 class _Result(Findings):
     tools: list[str] = field(default_factory=lambda: ["arkhiv point cloud reader"])
+    limits: ResourceLimits = DEFAULT_LIMITS
 
     def fail(self, message: str) -> None:
         super().fail(f"{self.name}: {message}")
 
 
-def characterize_point_cloud(path: Path, *, chunk_points: int = CHUNK_POINTS) -> Characterization:
-    """Characterize and validate one LAS/LAZ/COPC, E57 or vertex-only PLY file."""
+def characterize_point_cloud(
+    path: Path, *, chunk_points: int = CHUNK_POINTS, limits: ResourceLimits = DEFAULT_LIMITS
+) -> Characterization:
+    """Characterize and validate one LAS/LAZ/COPC, E57 or vertex-only PLY file; one that
+    declares more than `limits` allow is refused before its points are read."""
     path = Path(path)
-    result = _Result(path=path)
+    result = _Result(path=path, limits=limits)
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -60,6 +74,8 @@ def characterize_point_cloud(path: Path, *, chunk_points: int = CHUNK_POINTS) ->
     if content in handlers:
         try:
             handlers[content](result, size, chunk_points)
+        except ResourceLimitExceeded as refused:
+            result.problems.append(str(refused))  # the message names the file already
         except (TypeError, ValueError, AttributeError, KeyError, IndexError, struct.error) as exc:
             # Mangled structure (a non-number where a count belongs, say) is a finding.
             result.fail(f"malformed {content.upper()} structure: {exc!r}")
@@ -128,6 +144,20 @@ def _las(result: _Result, size: int, chunk_points: int) -> None:
                 result.fail("COPC info VLR is not the first VLR (COPC 1.0 requires it)")
         elif result.path.name.lower().endswith(".copc.laz"):
             result.fail("named .copc.laz but it has no COPC info VLR (user 'copc', record 1)")
+        # Before any point is decoded: LAZ of identical points compresses thousands of times.
+        # Uncompressed LAS is held to the same ratio; a shortfall within it is a cut file,
+        # read as far as it goes below.
+        promised = int(header.point_count)
+        check_declared(
+            result.name,
+            "points",
+            promised,
+            promised * fmt.size,
+            size,
+            result.limits,
+            held="compressed",
+            limit="max_points",
+        )
 
         _check_evlrs(result, header, size)
         readable = int(header.point_count)
@@ -610,7 +640,7 @@ def _e57_xml(result: _Result, text: bytes, f: Any, size: int, page: int) -> None
             }
         )
         if points is not None:
-            _check_section(result, f, points, number, size, page)
+            _check_section(result, f, points, number, size, page, count, len(prototype))
         rotation, translation = _pose(_child(scan, "pose"))
         if _child(scan, "pose") is not None:
             positions.append(translation)
@@ -633,6 +663,9 @@ def _e57_xml(result: _Result, text: bytes, f: Any, size: int, page: int) -> None
         elif _child(scan, "pose") is not None:
             centres.append(translation)
 
+    check_declared(
+        result.name, "points", total, 0, size, result.limits, held="any", limit="max_points"
+    )
     props.update(scan_count=len(scans), point_count=total, scans=summaries)
     if not scans:
         result.note("no 3D scans (data3D is empty)")
@@ -707,9 +740,18 @@ def _apply(q: list[float], t: list[float], p: list[float]) -> list[float]:
 
 
 def _check_section(
-    result: _Result, f: Any, points: ET.Element, number: int, size: int, page: int
+    result: _Result,
+    f: Any,
+    points: ET.Element,
+    number: int,
+    size: int,
+    page: int,
+    count: int,
+    fields: int,
 ) -> None:
-    """A scan's points live in a compressed vector binary section; its header must be there."""
+    """A scan's points live in a compressed vector binary section; its header must be there, and
+    its declared record count must be one its bytes can hold (E57 bit-packs fields: one whose
+    limits are equal takes no bits at all, so a count alone costs nothing to declare)."""
     offset_text = points.get("fileOffset")
     if offset_text is None or not offset_text.isdigit():
         result.fail(f"scan {number}: points have no fileOffset")
@@ -718,9 +760,23 @@ def _check_section(
     if offset + 32 > size or offset % page >= page - 4:
         result.fail(f"scan {number}: points section at byte {offset} lies outside the file")
         return
-    f.seek(offset)
-    if f.read(1) != b"\x01":
+    raw = _logical_read(f, offset, 16, page)  # the header may straddle a page's checksum
+    if raw[:1] != b"\x01":
         result.fail(f"scan {number}: byte {offset} does not start a compressed vector section")
+        return
+    # Section header: id, 7 reserved bytes, then the section's logical length (uint64).
+    (section_length,) = struct.unpack_from("<Q", raw, 8)
+    # pye57 decodes every field to 8 bytes.
+    check_declared(
+        f"{result.name} scan {number}",
+        "points",
+        count,
+        count * 8 * max(fields, 1),
+        min(section_length, size),
+        result.limits,
+        held="compressed",
+        limit="max_points",
+    )
 
 
 # -- PLY point clouds ---------------------------------------------------------------------------
@@ -739,6 +795,7 @@ def _ply(result: _Result, size: int, chunk_points: int) -> None:
         result.fail("no vertex element with x, y and z")
         return
     face = header.element("face")
+    ply_declared_check(result.name, header, size, result.limits, limit="max_points")
     flags = ply_vertex_flags(vertex)
     props.update(
         ply_encoding=header.encoding,
