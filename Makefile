@@ -10,10 +10,14 @@ run: install
 	$(BIN)/arkhiv init
 	$(BIN)/arkhiv serve
 
+# Test files are spread over PYTEST_WORKERS processes (0: all in this one), a whole file to a
+# worker so that the files' shared set-ups are made once.
+PYTEST_WORKERS ?= 2
+
 test: install-test
 	$(BIN)/ruff check arkhiv tests bench
 	$(BIN)/ruff format --check arkhiv tests bench
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check arkhiv tests bench

@@ -74,8 +74,7 @@ def test_background_scheduler_ticks_and_releases_its_lease(archive, monkeypatch)
         scheduler.shutdown()
     assert leases.holder(archive.engine, LEASE_NAME) is None
     Worker(archive, ["maintenance"], burst=True).run()
-    (job,) = archive.queue.list(queue="maintenance")
-    assert job.kind == "jobs.prune"
+    (job,) = archive.queue.list(queue="maintenance", kind="jobs.prune")
     assert job.status == "done"
     assert job.result == {"pruned": 0, "partial_writes_removed": 0}
 
@@ -84,7 +83,13 @@ def test_two_worker_processes_enqueue_periodic_work_once(archive, archive_env, t
     env = {**archive_env, "ARKHIV_SCHEDULER__TICK_SECONDS": "0.2"}
     args = ["--scheduler", "--queue", "maintenance"]
     with worker_processes(2, args, env, tmp_path) as (workers, logs):
-        time.sleep(4)
+        # Both must be able to stop gracefully before they are asked to: a loaded machine can
+        # take longer than any fixed wait to start Python.
+        deadline = time.monotonic() + 60
+        while not all("ready" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            time.sleep(0.1)
+        time.sleep(2)  # several scheduler ticks each
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
         for worker in workers:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from arkhiv.archive import Archive
 from arkhiv.catalog.queue import Job
 from arkhiv.jobs import registry
-from arkhiv.jobs.registry import JobContext, PermanentJobError
+from arkhiv.jobs.registry import JobContext, PermanentJobError, error_signature
 
 log = logging.getLogger("arkhiv.worker")
 
@@ -55,6 +55,8 @@ class Worker:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        # From here a stop request is graceful: what operators (and tests) wait for.
+        log.info("worker %s ready (queues: %s)", self.owner, ", ".join(self.queues or ["all"]))
 
     def run(self) -> int:
         """Work until stopped (or, in burst mode, until the queues hold nothing to finish).
@@ -144,4 +146,4 @@ class _Heartbeat:
 
 def _describe(exc: BaseException) -> str:
     frames = traceback.format_exception(exc, limit=-8)
-    return f"{type(exc).__name__}: {exc}\n" + "".join(frames[-8:])
+    return f"{error_signature(exc)}\n" + "".join(frames[-8:])
