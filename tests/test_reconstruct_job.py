@@ -367,3 +367,54 @@ def test_an_attempt_waits_while_an_earlier_one_still_runs_on_this_machine(
         fcntl.flock(earlier, fcntl.LOCK_UN)
     assert reconstruct_object(archive, object_id, "second-worker", job_id=7)["version"] == 2
     assert not list(archive.staging_dir.glob("reconstruct-*"))
+
+
+# The catalog plays no part in what this checks (the depth test above runs on both).
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_a_pipeline_error_that_will_recur_is_an_answer_not_a_retry(
+    archive, env, corpora, tmp_path, monkeypatch
+):
+    """OpenCV's allocation error on an iPhone set burned three attempts of 90 s each. A
+    library's error on the capture ends the job at once, with a failed creation event; an error
+    of unknown kind gets a second attempt, and ends there when it comes again."""
+    import cv2
+    import laspy
+
+    import arkhiv.reconstruct.pipelines as pipelines
+
+    upload = tmp_path / "scan"
+    upload.mkdir()
+    (upload / "terrain.las").write_bytes((corpora / "pointclouds/simple.las").read_bytes())
+    first = archived(tmp_path, env, upload, "point-cloud")
+    other = tmp_path / "other"
+    other.mkdir()
+    cloud = laspy.read(upload / "terrain.las")
+    cloud.x = cloud.x + 1.0  # another capture, not a duplicate of the first
+    cloud.write(other / "terrain.las")
+    second = archived(tmp_path / "again", env, other, "point-cloud")
+    raised = iter(
+        [
+            cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory)"),
+            RuntimeError("the mapper found no good initial pair"),
+            RuntimeError("the mapper found no good initial pair"),
+        ]
+    )
+
+    def failing(*_args, **_kwargs):
+        raise next(raised)
+
+    monkeypatch.setattr(pipelines, "run", failing)
+    jobs = {job.payload["object"]: job.id for job in archive.queue.list(queue="reconstruct")}
+    deadline = time.monotonic() + 60
+    while any(archive.queue.get(j).status not in ("dead", "done") for j in jobs.values()):
+        assert time.monotonic() < deadline
+        Worker(archive, ["reconstruct"], burst=True).run()
+        time.sleep(0.3)  # the back-off between attempts
+    library, unknown = archive.queue.get(jobs[first]), archive.queue.get(jobs[second])
+    assert library.status == "dead" and library.attempts == 1, library.errors
+    assert unknown.status == "dead" and unknown.attempts == 2, unknown.errors
+    assert "would fail the same way again (RuntimeError" in unknown.last_error
+    for object_id in (first, second):
+        [failure] = [e for e in show(env, object_id)["events"] if e["label"] == "creation"]
+        assert failure["outcome"] == "failure" and "would fail the same way" in failure["detail"]
+    assert not list(archive.staging_dir.glob("reconstruct-*"))

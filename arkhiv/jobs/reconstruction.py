@@ -25,7 +25,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +54,7 @@ from arkhiv.catalog.tables import jobs
 from arkhiv.errors import ArkhivError
 from arkhiv.fixity.audit import NoGoodCopy, audited_copies
 from arkhiv.fixity.digests import digest_file
-from arkhiv.jobs.registry import JobContext, PermanentJobError, job_handler
+from arkhiv.jobs.registry import JobContext, PermanentJobError, error_signature, job_handler
 from arkhiv.metadata.premis_vocabulary import EventType
 
 RECONSTRUCT_KIND = "reconstruct"
@@ -137,6 +137,7 @@ def reconstruct_job(ctx: JobContext) -> dict[str, Any]:
             progress=ctx.progress,
             job_id=ctx.job.id,
             lease_lost=ctx.lease_lost,
+            earlier_errors=[entry["error"].splitlines()[0] for entry in ctx.job.errors],
         )
     except PermanentJobError:
         raise
@@ -162,10 +163,13 @@ def reconstruct_object(
     progress: Progress | None = None,
     job_id: int | None = None,
     lease_lost: threading.Event | None = None,
+    earlier_errors: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the reconstruction of one object (see the module's description). Work is kept in
     a staging folder of the job's own between attempts: a retry after the pipeline finished
-    only writes the version, and one after the version was planned writes that same version."""
+    only writes the version, and one after the version was planned writes that same version.
+    `earlier_errors`: the first lines of the errors earlier attempts ended with; a pipeline
+    error met again is not tried a third time."""
     report_progress = progress or (lambda _fraction, _message: None)
     with reading(archive.engine) as conn:
         row = catalog_objects.get_object(conn, object_id)
@@ -177,7 +181,16 @@ def reconstruct_object(
     workdir = _workdir(archive, object_id, job_id)
     with _working_alone(workdir):
         return _reconstruct_in(
-            archive, object_id, holder, row, head, workdir, force, report_progress, lease_lost
+            archive,
+            object_id,
+            holder,
+            row,
+            head,
+            workdir,
+            force,
+            report_progress,
+            lease_lost,
+            earlier_errors,
         )
 
 
@@ -216,6 +229,7 @@ def _reconstruct_in(
     force: bool,
     report_progress: Progress,
     lease_lost: threading.Event | None,
+    earlier_errors: Sequence[str],
 ) -> dict[str, Any]:
     finished_file = workdir / "finished.json"
     resumed = _resume_planned(archive, object_id, row["head_version"], workdir, holder)
@@ -228,7 +242,9 @@ def _reconstruct_in(
     if finished_file.exists():  # the pipeline ran in an earlier attempt; its output is here
         finished = json.loads(finished_file.read_text())
     else:
-        finished = _run_pipeline(archive, object_id, row, head, workdir, report_progress)
+        finished = _run_pipeline(
+            archive, object_id, row, head, workdir, report_progress, earlier_errors
+        )
         finished_file.write_text(json.dumps(finished))
     if lease_lost is not None and lease_lost.is_set():
         raise ArkhivError("the job's lease was lost; another worker may be running it")
@@ -308,9 +324,12 @@ def _run_pipeline(
     head: Mapping[str, Mapping[str, Any]],
     workdir: Path,
     report_progress: Progress,
+    earlier_errors: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Copy the capture, run the pipeline into `workdir/output`; what the version needs
-    (pipeline, report, sources), with no staging path in it."""
+    (pipeline, report, sources), with no staging path in it. A pipeline error that will recur
+    on the same capture (`_will_recur`) ends the job at once with a failed creation event, like
+    a capture that cannot be modelled; others (disk, stores, catalog) are left to the retries."""
     from arkhiv.reconstruct.pipelines import PipelineOptions, choose, run
     from arkhiv.reconstruct.report import ReconstructionFailed, stage_listener
 
@@ -368,6 +387,18 @@ def _run_pipeline(
             reason,
             _without_paths(partial.as_dict(), workdir) if partial else {},
         )
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise PermanentJobError(f"{choice.pipeline}: {reason}") from None
+    except Exception as exc:
+        signature = error_signature(exc)
+        if not _will_recur(exc, signature, earlier_errors):
+            raise
+        reason = _without_paths(
+            f"the {choice.pipeline} pipeline failed on this capture and would fail the same "
+            f"way again ({signature})",
+            workdir,
+        )
+        _record_failure(archive, object_id, row["head_version"], choice.pipeline, reason, {})
         shutil.rmtree(workdir, ignore_errors=True)
         raise PermanentJobError(f"{choice.pipeline}: {reason}") from None
     finally:
@@ -501,6 +532,27 @@ def _plan(
         new_files=new_files,
         events=[event],
     )
+
+
+# Errors raised by these libraries depend on the data they were given: the same capture makes
+# them again (OpenCV's allocation error on an absurd stereo pair, COLMAP, a singular matrix).
+DATA_BOUND_LIBRARIES = frozenset(
+    {"cv2", "pycolmap", "open3d", "numpy", "scipy", "trimesh", "fast_simplification", "laspy",
+     "pye57", "pyproj", "PIL", "skimage", "manifold3d", "DracoPy", "pxr"}
+)  # fmt: skip
+
+
+def _will_recur(exc: Exception, signature: str, earlier_errors: Sequence[str]) -> bool:
+    """Whether retrying the pipeline on the same capture is pointless: a numerical or library
+    error on this data, or any other error an earlier attempt ended with too. Disk, memory,
+    store and catalog errors (and a lost lease) are not: they pass, and are retried."""
+    if isinstance(exc, OSError | ArkhivError | MemoryError | TimeoutError):
+        return False
+    if signature in earlier_errors:
+        return True
+    if type(exc).__module__.split(".")[0] in DATA_BOUND_LIBRARIES:
+        return True
+    return isinstance(exc, ArithmeticError | ValueError | LookupError | TypeError)
 
 
 def _record_failure(

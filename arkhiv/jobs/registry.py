@@ -34,6 +34,13 @@ class PermanentJobError(Exception):
     """Raised by a handler when retrying cannot help (bad input): the job goes dead at once."""
 
 
+def error_signature(exc: BaseException) -> str:
+    """The first line of what an attempt is recorded as having failed with (the job's errors
+    keep it, then its traceback): the same error on the same input reads the same."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}".rstrip(": ")
+
+
 @dataclass
 class JobContext:
     """What a handler gets: its job, the archive, and ways to report progress and notice that

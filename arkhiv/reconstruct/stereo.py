@@ -22,6 +22,7 @@ The surface is then fitted by `surface.surface_from_points` and coloured from th
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,12 @@ class StereoOptions:
     pixel_stride: int = 2  # every n-th matched pixel in each direction becomes a point
     voxels_per_stride: float = 1.0  # the point grid: this many strides' footprint at the depth
     threads: int = 2
+
+
+class PairSkipped(Exception):
+    """A stereo pair whose geometry cannot be matched (checked before any matcher allocates):
+    the pair is left out and counted, the others go on. The message is the reason, said the
+    same way for every pair it applies to, so the report can count them."""
 
 
 @dataclass
@@ -151,16 +158,31 @@ def dense_cloud(
         # (view, partner, points, colours): the points belong to the view's depth
         measured: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         matched_pixels = 0
+        skipped: Counter[str] = Counter()
         for i, j, shared in pairs:
-            points, colours, pixels = _match_pair(
-                views[i], views[j], factor[i], factor[j], shared, options
-            )
+            try:
+                points, colours, pixels = _match_pair(
+                    views[i], views[j], factor[i], factor[j], shared, options
+                )
+            except PairSkipped as why:
+                skipped[str(why)] += 1
+                continue
             matched_pixels += pixels
             if len(points):
                 measured.append((i, j, points, colours))
-        stage.figures.update(matched_pixels=matched_pixels, points=sum(len(m[2]) for m in measured))
+            else:
+                skipped["no pixel matched"] += 1
+        stage.figures.update(
+            matched_pixels=matched_pixels,
+            points=sum(len(m[2]) for m in measured),
+            pairs_matched=len(measured),
+            pairs_skipped=dict(skipped),
+        )
         if not measured:
-            raise ReconstructionFailed("stereo matching found no depth in any photo pair")
+            reasons = "; ".join(f"{why}: {n}" for why, n in skipped.most_common())
+            raise ReconstructionFailed(
+                f"stereo matching found no depth in any of the {len(pairs)} photo pairs ({reasons})"
+            )
     with report.stage("depth consistency") as stage:
         depth_maps = _depth_maps(views, factor, measured)
         kept_points, kept_colours, directions = [], [], []
@@ -255,7 +277,12 @@ def _match_pair(
 ):
     """World points (float32), their colours (uint8) and the number of matched pixels, from
     rectifying and matching `left` against `right`; the points belong to `left`. `shared`: the
-    sparse points both see, which bound the disparities searched."""
+    sparse points both see, which bound the disparities searched.
+
+    The rectification is checked before the matcher allocates anything: strongly converging
+    views, or a partner far to one side, can give a disparity range or an offset that is not
+    finite, larger than the image, or negative enough for OpenCV to compute a negative buffer
+    size (an iPhone set made it ask for 18 EB). Such a pair raises PairSkipped."""
     import cv2
 
     image_l, k_l = left.scaled(left_factor)
@@ -278,22 +305,11 @@ def _match_pair(
         flags=0,
         alpha=1,
     )
-    nothing = np.empty((0, 3), np.float32), np.empty((0, 3), np.uint8), 0
+    if not all(np.isfinite(m).all() for m in (r_l, r_r, p_l, p_r)):
+        raise PairSkipped("rectification failed (degenerate geometry)")
     if abs(p_r[1, 3]) > abs(p_r[0, 3]):
-        return nothing  # rectified one above the other
-    # Where the shared points fall in both rectified images gives the disparities to search.
-    rect = (shared @ left.rotation.T + left.translation) @ r_l.T
-    x_l = p_l[0, 0] * rect[:, 0] / rect[:, 2] + p_l[0, 2]
-    x_r = (p_r[0, 0] * rect[:, 0] + p_r[0, 3]) / rect[:, 2] + p_r[0, 2]
-    signed = x_l - x_r
-    mirrored = np.median(signed) < 0  # the partner stands to the left: match mirrored images
-    found = -signed if mirrored else signed
-    lowest, highest = np.percentile(found, [2, 98])
-    margin = 0.15 * (highest - lowest) + 8
-    low = math.floor(lowest - margin)
-    count = min(options.max_disparities, 16 * math.ceil((highest + margin - low) / 16))
-    if count <= 0 or low + count >= size[0]:
-        return nothing
+        raise PairSkipped("rectified one above the other")
+    low, count, mirrored = _disparity_search(shared, left, r_l, p_l, p_r, size, options)
     map_l = cv2.initUndistortRectifyMap(k_l, no_distortion, r_l, p_l, size, cv2.CV_32FC1)
     map_r = cv2.initUndistortRectifyMap(k_r, no_distortion, r_r, p_r, size, cv2.CV_32FC1)
     rect_l = cv2.remap(image_l, *map_l, cv2.INTER_LINEAR)
@@ -313,7 +329,10 @@ def _match_pair(
         speckleRange=2,
         mode=cv2.StereoSGBM_MODE_SGBM_3WAY,
     )
-    disparity = matcher.compute(rect_l, rect_r).astype(np.float32) / 16.0
+    try:
+        disparity = matcher.compute(rect_l, rect_r).astype(np.float32) / 16.0
+    except cv2.error as exc:  # whatever got past the checks above: this pair, not the job
+        raise PairSkipped(f"the matcher refused the pair ({exc.err or 'OpenCV error'})") from None
     valid = disparity >= low  # the matcher marks failures with low - 1
     if mirrored:
         disparity, valid, rect_l = -disparity[:, ::-1], valid[:, ::-1], rect_l[:, ::-1]
@@ -338,6 +357,50 @@ def _match_pair(
     camera = rectified @ r_l  # rectified → left camera (r_l is orthonormal)
     world = (camera - left.translation) @ left.rotation  # camera → world
     return world.astype(np.float32), rect_l[rows, cols], matched
+
+
+def _disparity_search(shared, left, r_l, p_l, p_r, size, options) -> tuple[int, int, bool]:
+    """(lowest disparity, how many to search, whether to match mirrored images) from where the
+    shared sparse points fall in both rectified images; PairSkipped when they say the pair
+    cannot be matched."""
+    width, height = size
+    rect = (shared @ left.rotation.T + left.translation) @ r_l.T
+    ahead = rect[:, 2] > 1e-9 * max(1.0, float(np.abs(rect).max(initial=0.0)))
+    if ahead.sum() < options.min_shared_points:
+        raise PairSkipped("the shared points lie behind the rectified cameras")
+    rect = rect[ahead]
+    x_l = p_l[0, 0] * rect[:, 0] / rect[:, 2] + p_l[0, 2]
+    y_l = p_l[1, 1] * rect[:, 1] / rect[:, 2] + p_l[1, 2]
+    x_r = (p_r[0, 0] * rect[:, 0] + p_r[0, 3]) / rect[:, 2] + p_r[0, 2]
+    inside = (
+        np.isfinite(x_l)
+        & np.isfinite(x_r)
+        & (x_l >= 0)
+        & (x_l < width)
+        & (x_r >= 0)
+        & (x_r < width)
+        & (y_l >= 0)
+        & (y_l < height)
+    )
+    # The rectified images keep every source pixel (alpha 1); when views converge strongly
+    # they are squeezed into a corner and most shared points fall outside one of them.
+    if inside.sum() < max(options.min_shared_points, 0.5 * len(rect)):
+        raise PairSkipped("too little overlap once rectified (the views converge too strongly)")
+    signed = (x_l - x_r)[inside]
+    mirrored = bool(np.median(signed) < 0)  # the partner stands to the left: match mirrored
+    found = -signed if mirrored else signed
+    lowest, highest = (float(v) for v in np.percentile(found, [2, 98]))
+    margin = 0.15 * (highest - lowest) + 8
+    needed = highest + margin - (lowest - margin)
+    if needed > 2 * options.max_disparities:
+        raise PairSkipped("the disparity range is too wide (the partner is far to one side)")
+    low = math.floor(lowest - margin)
+    count = min(options.max_disparities, 16 * math.ceil(needed / 16))
+    # OpenCV sizes its buffers from the image width and these: a minimum disparity of the
+    # order of the width, either side, makes them negative or absurd.
+    if not -width < low < width or count <= 0 or low + count >= width:
+        raise PairSkipped("the disparities fall outside the image")
+    return low, count, mirrored
 
 
 def _depth_maps(views, factor, measured):
