@@ -19,7 +19,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from arkhiv import __version__
-from arkhiv.errors import ArkhivError
+from arkhiv.errors import ArkhivError, ConfigError
 
 app = typer.Typer(
     name="arkhiv",
@@ -1121,6 +1121,139 @@ def tokens_revoke(token_id: int = typer.Argument(..., help="The token's number."
     if not revoked:
         raise ArkhivError(f"no valid token {token_id}")
     out.print(f"token {token_id} revoked")
+
+
+keys_app = typer.Typer(
+    help="The archive key that seals precise locations: escrow on paper and recovery.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("split")
+def keys_split(
+    shares: int = typer.Option(..., "--shares", help="How many shares to make (at most 16)."),
+    threshold: int = typer.Option(..., "--threshold", help="How many rebuild the key."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Print the archive key as SLIP-39 mnemonic shares, for officers to keep on paper in
+    different places: any THRESHOLD of them rebuild it (`arkhiv keys recover`), fewer give
+    nothing. Whoever gathers THRESHOLD shares holds every location: choose the holders as you
+    would partners. The shares are printed once and stored nowhere."""
+    from arkhiv.catalog import audit_log
+    from arkhiv.catalog.database import writing
+    from arkhiv.security.escrow import EscrowError, split_key
+
+    with _opened() as archive:
+        try:
+            mnemonics = split_key(archive.key_file.read_bytes(), shares, threshold)
+        except EscrowError as exc:
+            raise ArkhivError(str(exc)) from None
+        except OSError as exc:
+            raise ArkhivError(f"the archive key cannot be read: {exc}") from None
+        with writing(archive.engine) as conn:
+            audit_log.append(
+                conn,
+                "cli",
+                "keys.split",
+                archive.key.key_id,
+                {"shares": shares, "threshold": threshold},
+            )
+    if as_json:
+        _print_json({"key_id": archive.key.key_id, "threshold": threshold, "shares": mnemonics})
+        return
+    out.print(
+        f"Archive key {archive.key.key_id}: {shares} shares, any {threshold} of which rebuild it.",
+        highlight=False,
+    )
+    for number, mnemonic in enumerate(mnemonics, 1):
+        out.print(f"\nShare {number} of {shares}:\n{mnemonic}", highlight=False, soft_wrap=True)
+
+
+@keys_app.command("recover")
+def keys_recover(
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Rebuild a lost archive key from SLIP-39 shares read from standard input (one share per
+    line) and put it back in ARKHIV_HOME/keys/archive.key; then say how many sealed locations
+    it opens. Refused, changing nothing, with too few shares or over a different key."""
+    from arkhiv.security.escrow import EscrowError, combine_shares, install_key
+
+    lines = sys.stdin.read().splitlines()
+    with _opened() as archive:
+        try:
+            recovered = combine_shares(lines)
+            written = install_key(recovered, archive.key_file)
+        except EscrowError as exc:
+            raise ArkhivError(str(exc)) from None
+        opened, sealed = _sealed_under(archive, recovered.key_id)
+    document = {
+        "key_id": recovered.key_id,
+        "shares_used": recovered.shares_used,
+        "written": written,
+        "sealed_locations": sealed,
+        "sealed_under_this_key": opened,
+    }
+    if as_json:
+        _print_json(document)
+    else:
+        where = "written to" if written else "already in"
+        out.print(
+            f"archive key {recovered.key_id} rebuilt from {recovered.shares_used} shares, "
+            f"{where} {archive.key_file}; {opened} of {sealed} sealed locations are under it",
+            highlight=False,
+        )
+    if sealed and not opened:
+        raise ArkhivError(
+            "the rebuilt key seals none of this archive's locations: these shares belong to "
+            "another archive or an earlier key"
+        )
+
+
+@keys_app.command("status")
+def keys_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The archive key in use (its id, never the key) and the sealed locations under each key."""
+    with _opened() as archive:
+        try:
+            key_id = archive.key.key_id
+        except ConfigError as exc:
+            key_id, problem = None, str(exc)
+        else:
+            problem = None
+        counts = _sealed_by_key(archive)
+    document = {
+        "key_file": str(archive.key_file),
+        "key_id": key_id,
+        "problem": problem,
+        "sealed_locations_by_key": counts,
+    }
+    if as_json:
+        _print_json(document)
+    else:
+        out.print(f"archive key: {key_id or problem}", highlight=False)
+        for each, count in counts.items():
+            mark = " (this key)" if each == key_id else " (NOT this key)"
+            out.print(f"  {count} sealed location(s) under {each}{mark}", highlight=False)
+    if problem or any(each != key_id for each in counts):
+        raise ArkhivError("some sealed locations cannot be opened with the key in place")
+
+
+def _sealed_by_key(archive) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from arkhiv.catalog.database import reading
+    from arkhiv.catalog.tables import sealed_locations
+
+    with reading(archive.engine) as conn:
+        rows = conn.execute(
+            select(sealed_locations.c.key_id, func.count()).group_by(sealed_locations.c.key_id)
+        ).all()
+    return {key_id: count for key_id, count in rows}
+
+
+def _sealed_under(archive, key_id: str) -> tuple[int, int]:
+    counts = _sealed_by_key(archive)
+    return counts.get(key_id, 0), sum(counts.values())
 
 
 report_app = typer.Typer(help="Reports for preservation officers.", no_args_is_help=True)

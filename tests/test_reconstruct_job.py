@@ -418,3 +418,54 @@ def test_a_pipeline_error_that_will_recur_is_an_answer_not_a_retry(
         [failure] = [e for e in show(env, object_id)["events"] if e["label"] == "creation"]
         assert failure["outcome"] == "failure" and "would fail the same way" in failure["detail"]
     assert not list(archive.staging_dir.glob("reconstruct-*"))
+
+
+# Reasons a contributor can act on, as the pipelines word them (never a library's message).
+ACTIONABLE = (
+    "too few photos",
+    "could be placed",
+    "could not be put together",
+    "too little detail",
+    "usable stereo pair",
+    "photo pairs",
+    "confirmed by more than one view",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_a_real_phone_set_with_mixed_orientations_and_heic_ends_in_a_model_or_a_reason(
+    archive, env, corpora, tmp_path
+):
+    """Three iPhone photos of a Berlin facade (landscape), one of them stored sideways with an
+    EXIF rotation, and an iPhone HEIC in portrait of something else: whatever the set allows,
+    the job ends after one attempt in a model or a reason a person can act on."""
+    from PIL import Image
+
+    photos = tmp_path / "phone"
+    photos.mkdir()
+    berlin = corpora / "photogrammetry" / "opensfm-berlin" / "images"
+    for name in ("01.jpg", "02.jpg"):
+        (photos / name).write_bytes((berlin / name).read_bytes())
+    with Image.open(berlin / "03.jpg") as upright:
+        exif = upright.getexif()
+        exif[0x0112] = 6  # shown turned 90° clockwise: the pixels are stored the other way
+        upright.transpose(Image.Transpose.ROTATE_90).save(
+            photos / "03-sideways.jpg", quality=92, exif=exif
+        )
+    (photos / "IMG_5195.HEIC").write_bytes((corpora / "photos-exif/IMG_5195.HEIC").read_bytes())
+    object_id = archived(tmp_path, env, photos, "photos")
+    started = time.monotonic()
+    run_reconstruction_worker(env)
+    print(f"phone set reconstructed in {time.monotonic() - started:.1f} s")
+    shown = show(env, object_id)
+    [job] = [j for j in shown["jobs"] if j["kind"] == RECONSTRUCT_KIND]
+    print("outcome:", job["status"], job.get("error") or "")
+    if job["status"] == "done":
+        assert shown["head_version"] == 2
+        return
+    assert job["status"] == "dead" and job["attempts"] == "1/3", job
+    assert any(reason in job["error"] for reason in ACTIONABLE), job["error"]
+    assert "Traceback" not in job["error"] and "cv2" not in job["error"]
+    [failure] = [e for e in shown["events"] if e["label"] == "creation"]
+    assert failure["outcome"] == "failure"
