@@ -31,6 +31,11 @@ another kind is present (its samples are not understood, so a location cannot be
 and when the file could not be read completely. Not read: samples in movie fragments (`moof`),
 the insides of sample entries (codec configuration), and bytes of `mdat` no sample table
 points at. Properties and problems never quote a value read from the metadata.
+
+Longer than a module should be, on purpose for now: one walk of the boxes serves both the
+characterization and the cleaner's regions (`location_regions`), so that what is read and what
+is cut out cannot drift apart. The telemetry decoders (GPMF, CAMM, ISO 6709) are the part to
+move out when the readers get their own home (issue "One home for 3D geometry").
 """
 
 from __future__ import annotations
