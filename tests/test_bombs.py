@@ -726,3 +726,61 @@ def test_a_laz_bomb_is_rejected_at_submission_with_the_reason_in_the_report(env,
     assert "scan.laz: declares 5,000,000 points" in bomb["reason"]
     assert "over the limit 150:1 (ingest.max_decoded_ratio)" in bomb["reason"]
     assert "decompression bomb" in report["report"]["summary"]
+
+
+# -- pictures decoded whole after ingest: textures, depth maps, copies cleaned for download ---
+
+
+def flat_png(path: Path, side: int, bits: int = 8, channels: int = 3) -> Path:
+    """A real, decodable PNG of side x side flat pixels, compressed row by row (a few hundred
+    kilobytes that decode to hundreds of megabytes)."""
+    colour = {(8, 3): 2, (16, 1): 0}[(bits, channels)]
+    row = b"\x00" + bytes(side * channels * bits // 8)
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, bits, colour, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_a_texture_bomb_leaves_the_model_untextured_and_is_never_decoded(tmp_path):
+    """A reviewer's 520 KB PNG texture of 13,000 x 13,000 pixels took the mesh pipeline to
+    3.4 GB: the texture is now refused by what it declares and the model kept untextured."""
+    from arkhiv.reconstruct.meshes import master_from_mesh
+
+    upload = tmp_path / "wall"
+    upload.mkdir()
+    flat_png(upload / "wall.png", 8000)
+    (upload / "wall.mtl").write_text("newmtl wall\nKd 1 1 1\nmap_Kd wall.png\n")
+    (upload / "wall.obj").write_text(
+        "mtllib wall.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
+        "usemtl wall\nf 1/1 2/2 3/3\n"
+    )
+    report = master_from_mesh(upload / "wall.obj", tmp_path / "out", limits=LIMITS)
+    [refused] = [w for w in report.figures("read")["warnings"] if "wall.png" in w]
+    assert "ingest.max_decoded_ratio" in refused and refused.endswith("kept untextured")
+    assert b"image/png" not in (tmp_path / "out" / "model.glb").read_bytes()
+
+
+def test_a_depth_map_bomb_ends_the_depth_pipeline_before_opencv_reads_it(tmp_path):
+    from arkhiv.reconstruct.depth import mesh_from_depth
+    from arkhiv.reconstruct.report import ReconstructionFailed
+    from tests.synthetic_scene import make_scene, write_rgbd_folder
+
+    capture = write_rgbd_folder(tmp_path / "rgbd", make_scene(cameras=4, width=160, height=120))
+    [first, *_] = sorted((capture / "depth").glob("*.png"))
+    flat_png(first, 12000, bits=16, channels=1)  # 288 MB of depth in a few hundred KB
+    with pytest.raises(ReconstructionFailed, match=r"ingest\.max_decoded_ratio"):
+        mesh_from_depth(capture, tmp_path / "out", limits=LIMITS)
+
+
+def test_a_picture_bomb_is_not_decoded_to_clean_it_for_a_download(bombs, tmp_path):
+    from arkhiv.access.disclosure import ImageError, clean_image
+
+    with pytest.raises(ImageError, match=r"ingest\.max_"):
+        clean_image(bombs / "huge.png", tmp_path / "clean.png", LIMITS)

@@ -275,6 +275,8 @@ def test_no_public_or_researcher_output_gives_the_site_away(archive, archived):
             set_role(conn, archive.settings.access, "dana", "researcher", actor="tests")
         refused = client.get(status["download"], headers=dana)
         assert refused.status_code == 403, refused.text
+        since = client.get(asked.json()["status"], headers=dana).json()
+        assert "result" not in since and "built for the partner role" in since["refused"]
         assert "built for the partner role" in refused.json()["detail"]
         clean(refused, "downgraded partner's DIP")
         again = client.get(

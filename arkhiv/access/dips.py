@@ -54,7 +54,7 @@ class DipResult:
     sha256: str = ""
     left_out: list[dict[str, str]] = field(default_factory=list)  # file, why
     originals: list[str] = field(default_factory=list)  # logical paths of originals put in
-    located: list[str] = field(default_factory=list)  # of those, the ones with a location
+    located: list[str] = field(default_factory=list)  # of those, the ones as submitted
 
     @property
     def needs(self) -> list[str]:
@@ -173,25 +173,16 @@ def build_dip(
     return result
 
 
-def release_dip(
-    archive: Archive, viewer: Viewer, job_id: int, request: dict[str, Any], built: dict[str, Any]
-) -> None:
-    """Let `viewer` download the package a `dip.prepare` job built, or raise Forbidden.
-    `request` is the job's payload, `built` its result.
-
-    Only its recipient receives it, and only while their role still holds every permission its
-    contents took (`DipResult.needs`): a package built for a partner holds originals and their
-    locations, which a partner downgraded since may no longer have. A package made before its
-    needs were recorded is treated as holding located originals if it was asked with
-    originals. A package with located files is a disclosure of precise locations: each download
-    is written to the audit log."""
+def check_recipient(viewer: Viewer, request: dict[str, Any], built: dict[str, Any]) -> None:
+    """Raise Forbidden unless `viewer` may have the package a `dip.prepare` job built (`request`
+    is the job's payload, `built` its result): only its recipient, and only while their role
+    still holds every permission its contents took (`DipResult.needs`): a package built for a
+    partner holds originals and their locations, which a partner downgraded since may no longer
+    have. A package made before its needs were recorded is treated as holding located originals
+    if it was asked with originals."""
     if request.get("recipient") != viewer.name:
         raise Forbidden("a dissemination package is downloaded only by whoever asked for it")
-    needs = built.get("needs")
-    if needs is None:
-        needs = [Permission.REQUEST_DIPS]
-        if request.get("originals"):
-            needs += [Permission.DOWNLOAD_ORIGINALS, Permission.PRECISE_LOCATION]
+    needs = _needs_of(request, built)
     built_for = built.get("role") or request.get("role") or "another"
     for permission in needs:
         if not viewer.may(Permission(permission)):
@@ -199,8 +190,16 @@ def release_dip(
                 f"this package was built for the {built_for} role and holds what needs "
                 f"{permission}, which the {viewer.role} role does not have: ask for a new one"
             )
+
+
+def release_dip(
+    archive: Archive, viewer: Viewer, job_id: int, request: dict[str, Any], built: dict[str, Any]
+) -> None:
+    """`check_recipient`, then the audit entry: a package with originals as submitted is a
+    disclosure of precise locations, and each download of one is written to the audit log."""
+    check_recipient(viewer, request, built)
     located = built.get("located")
-    if located or (located is None and Permission.PRECISE_LOCATION in needs):
+    if located or (located is None and Permission.PRECISE_LOCATION in _needs_of(request, built)):
         with writing(archive.engine) as conn:
             audit_log.append(
                 conn,
@@ -209,6 +208,15 @@ def release_dip(
                 request.get("object", ""),
                 {"role": viewer.role, "job": job_id, "files": located or "unknown"},
             )
+
+
+def _needs_of(request: dict[str, Any], built: dict[str, Any]) -> list[str]:
+    needs = built.get("needs")
+    if needs is None:  # made before needs were recorded: assume the most it could hold
+        needs = [Permission.REQUEST_DIPS]
+        if request.get("originals"):
+            needs += [Permission.DOWNLOAD_ORIGINALS, Permission.PRECISE_LOCATION]
+    return [str(permission) for permission in needs]
 
 
 def _add_originals(archive, viewer, object_id, document, folder: Path, result: DipResult) -> None:
@@ -226,7 +234,9 @@ def _add_originals(archive, viewer, object_id, document, folder: Path, result: D
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(download.path, target)
             result.originals.append(logical)
-            if download.located:
+            # Whatever goes in as submitted may carry a location ingest could not read (a
+            # survey in projected coordinates without a CRS): only cleaned copies are free.
+            if not download.cleaned:
                 result.located.append(logical)
         finally:
             if download.temporary:

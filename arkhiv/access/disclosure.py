@@ -34,6 +34,7 @@ from arkhiv.catalog.database import reading, writing
 from arkhiv.catalog.tables import sealed_locations
 from arkhiv.errors import ArkhivError
 from arkhiv.policies.access import Permission
+from arkhiv.policies.resources import DEFAULT_LIMITS, ResourceLimitExceeded, ResourceLimits
 from arkhiv.security.sealing import Sealed, SealingError
 
 if TYPE_CHECKING:
@@ -105,11 +106,19 @@ def precise_locations(
     return found
 
 
-def clean_image(source: Path, destination: Path) -> Path:
+def clean_image(source: Path, destination: Path, limits: ResourceLimits = DEFAULT_LIMITS) -> Path:
     """A copy of the picture without EXIF, XMP, IPTC, comments or any application's own blocks
     (so no GPS, no device serial, no capture time): see `picture_without_metadata`; HEIC/HEIF
     and other formats become JPEG (PNG when they have transparency). Returns the path written
-    (its suffix may change)."""
+    (its suffix may change). What the picture declares must stay within `limits` before any
+    of its pixels are read (all but sound JPEG and PNG are decoded on the way): this runs in
+    the server, per request."""
+    from arkhiv.ingest.characterize.images import check_picture
+
+    try:
+        check_picture(source, limits)
+    except ResourceLimitExceeded as exc:
+        raise ImageError(f"cannot be cleaned for download: {exc}") from None
     try:
         cleaned, media_type = picture_without_metadata(source.read_bytes(), others_as="JPEG")
     except ImageError as exc:

@@ -130,7 +130,8 @@ def prepare_download(
     try:
         source = _verified_copy(archive, object_id, entry, folder, must_audit=role == "original")
         if picture and not trusted:
-            cleaned = clean_image(source, folder / ("clean-" + name))
+            limits = archive.settings.ingest.resource_limits()
+            cleaned = clean_image(source, folder / ("clean-" + name), limits)
             out_name = Path(name).with_suffix(cleaned.suffix).name
             media_type = mimetypes.guess_type(out_name)[0] or media_type
             return Download(cleaned, out_name, media_type, folder, cleaned=True)

@@ -56,6 +56,12 @@ def expire_dips(archive: Archive, now: float | None = None) -> list[int]:
     days = archive.settings.server.dip_retention_days
     cutoff = (now if now is not None else time.time()) - days * 86400
     removed = []
+    for partial in folder.glob("*.partial"):  # a build killed half-way
+        try:
+            if partial.stat().st_mtime < cutoff:
+                partial.unlink(missing_ok=True)
+        except OSError:
+            continue
     for path in folder.glob("*.zip"):
         try:
             job_id = int(path.stem)

@@ -100,6 +100,34 @@ def check_memory(
         )
 
 
+def check_picture_size(
+    name: str,
+    width: int,
+    height: int,
+    file_bytes: int,
+    limits: ResourceLimits = DEFAULT_LIMITS,
+    *,
+    decoding: bool = True,
+) -> None:
+    """A picture's declared size, before anything decodes it: within `max_image_pixels`, and
+    no more decoded bytes (RGB) than `max_decoded_ratio` times its file holds (a PNG or TIFF of
+    13,000 x 13,000 flat pixels fits in half a megabyte). `decoding`: the caller is about to
+    decode it whole (RGBA, 4 bytes a pixel), which must fit the memory budget too."""
+    pixels = int(width) * int(height)
+    check_declared(
+        name,
+        f"pixels ({int(width):,} x {int(height):,})",
+        pixels,
+        pixels * 3,
+        file_bytes,
+        limits,
+        held="compressed",
+        limit="max_image_pixels",
+    )
+    if decoding:
+        check_memory(name, "this picture", pixels * 4, limits)
+
+
 def fits_memory(needed_bytes: int, limits: ResourceLimits = DEFAULT_LIMITS) -> bool:
     return needed_bytes <= limits.memory_budget_bytes
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arkhiv.policies.resources import DEFAULT_LIMITS, ResourceLimitExceeded, ResourceLimits
 from arkhiv.reconstruct.report import ReconstructionFailed, ReconstructionReport
 from arkhiv.reconstruct.surface import SurfaceOptions, clean_up, decimate, write_master
 
@@ -119,9 +120,14 @@ class _FrameProblem(Exception):
 
 
 def mesh_from_depth(
-    capture: Path, output: Path, options: DepthOptions = DepthOptions()
+    capture: Path,
+    output: Path,
+    options: DepthOptions = DepthOptions(),
+    *,
+    limits: ResourceLimits = DEFAULT_LIMITS,
 ) -> ReconstructionReport:
-    """A mesh of the capture in `output/model.glb` and `output/model.ply`."""
+    """A mesh of the capture in `output/model.glb` and `output/model.ply`. A frame's picture
+    (depth map, confidence, image) declaring more than `limits` allow ends it, unread."""
     import cv2
     import open3d as o3d
 
@@ -144,6 +150,7 @@ def mesh_from_depth(
                     f"too few usable frames: {len(frames)} of {len(frames) + len(skipped)}; "
                     f"at least {options.min_frames} are needed"
                 )
+            _check_pictures(frames, limits)
         with report.stage("depth") as stage:
             frames, samples = _check_depth(frames, options, stage.figures)
             origin = np.mean([frame.camera_to_world[:3, 3] for frame in frames], axis=0)
@@ -166,6 +173,20 @@ def mesh_from_depth(
     except ReconstructionFailed as failure:
         raise report.failed(failure) from None
     return report
+
+
+def _check_pictures(frames: list[Frame], limits: ResourceLimits) -> None:
+    """OpenCV decodes each picture whole: what each declares is checked before any is read."""
+    from arkhiv.ingest.characterize.images import check_picture
+
+    for frame in frames:
+        for picture in (frame.depth, frame.confidence, frame.colour):
+            if picture is None:
+                continue
+            try:
+                check_picture(picture, limits)
+            except ResourceLimitExceeded as refused:
+                raise ReconstructionFailed(str(refused)) from None
 
 
 def _find_layout(capture: Path) -> tuple[str, Path]:

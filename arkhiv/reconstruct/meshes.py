@@ -310,8 +310,8 @@ def _read(model: Path, form: str, limits: ResourceLimits = DEFAULT_LIMITS) -> So
         _check_stl(model)
     elif form in ("GLB", "glTF"):
         document, binary = _gltf_document(model, form)
-        _check_gltf_resources(model, form, document, limits)
-    files = _UploadFiles(model)
+        _check_gltf_resources(model, form, document, binary, limits)
+    files = _UploadFiles(model, limits)
     try:
         loaded = trimesh.load(str(model), resolver=files, process=False)
     except Exception as exc:  # untrusted input read by a third-party parser
@@ -488,20 +488,32 @@ class _UploadFiles:
     or in another letter case. Never outside the model's folder. Remembers what it served (to
     embed textures unchanged) and what it could not find (to say so)."""
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, limits: ResourceLimits = DEFAULT_LIMITS) -> None:
         from trimesh.resolvers import FilePathResolver
 
         self.folder = model.parent
         self.files = FilePathResolver(str(model))
+        self.limits = limits
         self.served: dict[str, bytes] = {}
         self.missing: list[str] = []
+        self.refused: dict[str, str] = {}  # textures too big to decode: name -> why
 
     def get(self, name: str) -> bytes:
+        from arkhiv.ingest.characterize.images import check_picture_bytes
+
         for spelling in self._spellings(name):
             try:
                 data = self.files.get(spelling)
             except (OSError, ValueError):
                 continue
+            if _is_image_name(name):
+                # trimesh decodes textures whole as it loads them: a bomb is never handed over
+                # (the model is kept untextured, and the report says why).
+                try:
+                    check_picture_bytes(Path(spelling).name, data, self.limits)
+                except ResourceLimitExceeded as refused:
+                    self.refused[name] = str(refused)
+                    raise FileNotFoundError(name) from None
             self.served[name] = data
             return data
         if name not in self.missing:
@@ -546,8 +558,10 @@ def _missing_file_warnings(model: Path, form: str, files: _UploadFiles) -> list[
     UVs, and the report says what is missing (the upload itself is archived as it came)."""
     from PIL import Image
 
-    warnings = []
+    warnings = [f"{model.name}: {why}; kept untextured" for why in files.refused.values()]
     for name in files.missing:
+        if name in files.refused:
+            continue
         if form == "OBJ" and name.lower().endswith(".mtl"):
             warnings.append(
                 f"{model.name}: its materials file {name} is not in the upload; "
@@ -659,12 +673,17 @@ def _gltf_document(model: Path, form: str) -> tuple[dict, bytes | None]:
     return document, binary
 
 
-def _check_gltf_resources(model: Path, form: str, document: dict, limits: ResourceLimits) -> None:
-    """Accessor, Draco and meshopt counts against the bytes that hold them, and the decoded
-    geometry (node instances counted) against the memory budget."""
+def _check_gltf_resources(
+    model: Path, form: str, document: dict, binary: bytes | None, limits: ResourceLimits
+) -> None:
+    """Accessor, Draco and meshopt counts against the bytes that hold them, the decoded
+    geometry (node instances counted) against the memory budget, and the embedded textures'
+    declared sizes."""
+    from arkhiv.ingest.characterize.images import check_picture_bytes
     from arkhiv.ingest.characterize.meshes import gltf_declared_check
 
     stored = model.stat().st_size
+    external: dict[str, Path] = {}
     buffers = document.get("buffers")
     for buffer in buffers if isinstance(buffers, list) else []:
         uri = buffer.get("uri") if isinstance(buffer, dict) else None
@@ -672,10 +691,15 @@ def _check_gltf_resources(model: Path, form: str, document: dict, limits: Resour
             target = model.parent / unquote(uri)
             if target.is_file():
                 stored += target.stat().st_size
+                external[uri] = target
     try:
         decoded = gltf_declared_check(model.name, document, stored, limits)
         needed = load_estimate(form.lower(), max(stored, decoded))
         check_memory(model.name, "its geometry", needed, limits)
+        # Embedded textures are decoded by trimesh as it loads the model: none may be a bomb.
+        held = {uri: path.read_bytes() for uri, path in external.items()}  # within the budget
+        for number, image in enumerate(_gltf_embedded_images(document, binary, held)):
+            check_picture_bytes(f"{model.name} image {number}", image, limits)
     except ResourceLimitExceeded as refused:
         raise ReconstructionFailed(str(refused)) from None
     except (TypeError, ValueError, AttributeError) as exc:  # a mangled document

@@ -117,7 +117,12 @@ def run(
     if choice.pipeline == "depth":
         from arkhiv.reconstruct.depth import DepthOptions, mesh_from_depth
 
-        return mesh_from_depth(choice.input, output, _surface_threads(DepthOptions(), threads))
+        return mesh_from_depth(
+            choice.input,
+            output,
+            _surface_threads(DepthOptions(), threads),
+            limits=options.limits,
+        )
     if choice.pipeline == "mesh":
         from arkhiv.reconstruct.meshes import master_from_mesh
 

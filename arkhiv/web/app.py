@@ -29,7 +29,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from arkhiv import __version__
 from arkhiv.access import iiif, oai
-from arkhiv.access.dips import release_dip
+from arkhiv.access.dips import check_recipient, release_dip
 from arkhiv.access.disclosure import object_view, precise_locations
 from arkhiv.access.exports import LEVELS, export_object, print_replica, web_level
 from arkhiv.access.files import NotFound, prepare_download
@@ -553,6 +553,11 @@ def create_app(archive: Archive, *, embedded_worker: bool | None = None) -> Fast
         }
         if job.status == "done":
             result = job.result or {}
+            try:
+                check_recipient(who, job.payload, result)
+            except Forbidden as refused:  # not even the names of what it holds
+                answer["refused"] = str(refused)
+                return answer
             if result.get("removed_at"):
                 answer["removed"] = {"at": result["removed_at"], "why": result["removed_because"]}
             else:

@@ -29,9 +29,11 @@ Decoding check (`decode_check`):
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import re
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,7 +52,7 @@ from arkhiv.policies.resources import (
     DEFAULT_LIMITS,
     ResourceLimitExceeded,
     ResourceLimits,
-    check_declared,
+    check_picture_size,
 )
 
 pillow_heif.register_heif_opener()
@@ -127,11 +129,12 @@ def characterize_image(
     # Before libheif parses the file (it reads HEIF's sizes itself, and refuses some, in words
     # that name no limit); other formats' sizes come from Pillow's lazy open below.
     declared = _heif_declared_size(path, prefix)
-    refused = _refused(path.name, declared, limits)
+    file_bytes = path.stat().st_size
+    refused = _refused(path.name, declared, limits, file_bytes)
     im, open_problem = (None, None) if refused else _open(path)
     if im is not None:
         declared = im.size
-        refused = _refused(path.name, declared, limits)
+        refused = _refused(path.name, declared, limits, file_bytes)
         if refused:
             im.close()
             im = None
@@ -611,25 +614,59 @@ def _open(path: Path) -> tuple[Image.Image | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _refused(name: str, size: tuple[int, int] | None, limits: ResourceLimits) -> str | None:
-    """The reason a declared picture size is refused, or None."""
+def _refused(
+    name: str, size: tuple[int, int] | None, limits: ResourceLimits, file_bytes: int
+) -> str | None:
+    """The reason a declared picture size is refused, or None. Ingest decodes no more than
+    its budget allows whatever the size, so only the count and the ratio are checked here;
+    readers that decode whole (`check_picture`) check the memory too."""
     if size is None:
         return None
-    width, height = size
     try:
-        check_declared(
-            name,
-            f"pixels ({width:,} x {height:,})",
-            width * height,
-            0,
-            0,
-            limits,
-            held="any",
-            limit="max_image_pixels",
-        )
+        check_picture_size(name, *size, file_bytes, limits, decoding=False)
     except ResourceLimitExceeded as exc:
-        return f"{exc} as a decompression bomb, nothing decoded"
+        return f"{exc}, nothing decoded"
     return None
+
+
+def declared_picture_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) as the picture's header declares them, nothing decoded; None when it is
+    not a picture Pillow or libheif can open."""
+    with path.open("rb") as fp:
+        prefix = fp.read(16)
+    declared = _heif_declared_size(path, prefix)
+    if declared is not None:
+        return declared
+    with warnings.catch_warnings():  # Pillow's own bomb warning: the size is checked here
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im, _problem = _open(path)
+    if im is None:
+        return None
+    with im:
+        return im.size
+
+
+def check_picture_bytes(name: str, data: bytes, limits: ResourceLimits = DEFAULT_LIMITS) -> None:
+    """`check_picture` for a picture held in memory (a texture inside a model)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                size = im.size
+    except Image.DecompressionBombError as exc:
+        raise ResourceLimitExceeded(f"{name}: {exc}") from None
+    except Exception:
+        return  # not a picture Pillow opens: whatever decodes it says what is wrong
+    check_picture_size(name, *size, len(data), limits)
+
+
+def check_picture(path: Path, limits: ResourceLimits = DEFAULT_LIMITS) -> None:
+    """For every reader about to decode a picture whole (textures, depth maps, a copy cleaned
+    for download): ResourceLimitExceeded when what it declares is a bomb or would not fit the
+    memory budget."""
+    size = declared_picture_size(path)
+    if size is not None:
+        check_picture_size(path.name, *size, path.stat().st_size, limits)
 
 
 _HEIF_CONTAINERS = {b"meta", b"iprp", b"ipco"}
