@@ -151,18 +151,29 @@ def add_metadata_track(
     a second `mdat` before the movie box, in two chunks, with stsz, stsc and stco to find them."""
     data = path.read_bytes()
     moov = next(start for kind, start, _size in top_level(data) if kind == b"moov")
-    media = b"".join(samples)
+    trak = metadata_trak(entry, samples, moov + 8, handler)
+    moov_payload = put(data[moov + 8 :], (), trak)
+    path.write_bytes(data[:moov] + box(b"mdat", b"".join(samples)) + box(b"moov", moov_payload))
+    return path
+
+
+def metadata_trak(entry: bytes, samples: list[bytes], base: int, handler: bytes = b"meta") -> bytes:
+    """A timed-metadata trak (track id 99) whose samples lie from `base` on, in two chunks; with
+    no samples, its tables are empty (a fragmented file's)."""
     first_chunk = len(samples) // 2 or 1
-    base = moov + 8
     offsets = [base, base + sum(len(s) for s in samples[:first_chunk])]
     runs = [(1, first_chunk)] + ([(2, len(samples) - first_chunk)] if len(samples) > 1 else [])
+    runs = runs[: len(samples)]
+    times = [(len(samples), 1000)] if samples else []
     chunk_runs = b"".join(struct.pack(">III", first, count, 1) for first, count in runs)
     sizes = b"".join(struct.pack(">I", len(sample)) for sample in samples)
     chunks = b"".join(struct.pack(">I", offset) for offset in offsets[: len(runs)])
     stbl = box(
         b"stbl",
         full(b"stsd", struct.pack(">I", 1) + entry)
-        + full(b"stts", struct.pack(">III", 1, len(samples), 1000))
+        + full(
+            b"stts", struct.pack(">I", len(times)) + b"".join(struct.pack(">II", *t) for t in times)
+        )
         + full(b"stsc", struct.pack(">I", len(runs)) + chunk_runs)
         + full(b"stsz", struct.pack(">II", 0, len(samples)) + sizes)
         + full(b"stco", struct.pack(">I", len(runs)) + chunks),
@@ -181,10 +192,7 @@ def add_metadata_track(
     )
     matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
     tkhd = full(b"tkhd", struct.pack(">IIIII", 0, 0, 99, 0, 1000) + bytes(16) + matrix + bytes(8))
-    moov_box = data[moov:]
-    moov_payload = put(moov_box[8:], (), box(b"trak", tkhd + mdia))
-    path.write_bytes(data[:moov] + box(b"mdat", media) + box(b"moov", moov_payload))
-    return path
+    return box(b"trak", tkhd + mdia)
 
 
 def klv(key: bytes, kind: bytes, size: int, values: bytes | list[bytes]) -> bytes:
@@ -473,6 +481,194 @@ def test_a_video_without_location_loses_only_what_it_does_not_need(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Hiding places outside the movie's metadata (a security review's): meco, fragments, emsg, media
+# data no track uses. The cleaner keeps only what it walked; the rest is read and zeroed.
+
+
+def xyz_udta(point: tuple[float, float, float]) -> bytes:
+    return box(b"udta", box(b"\xa9xyz", user_data_text(iso6709(point))))
+
+
+def ilst_meta(point: tuple[float, float, float]) -> bytes:
+    """iTunes-style metadata: an `ilst` item `©xyz` with its `data`."""
+    item = box(b"\xa9xyz", box(b"data", struct.pack(">II", 1, 0) + iso6709(point).encode()))
+    return full(
+        b"meta", full(b"hdlr", bytes(4) + b"mdir" + b"appl" + bytes(9)) + box(b"ilst", item)
+    )
+
+
+def fragmented(path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """A fragmented MP4 as ffmpeg writes one for streaming: an empty movie box, then a moof and
+    its mdat; runs count from their moof, and no mfra index of absolute offsets."""
+    return encode(
+        path, metadata, movflags="frag_keyframe+empty_moov+default_base_moof+skip_trailer"
+    )
+
+
+def into_first_fragment(path: Path, where: tuple[bytes, ...], new: bytes) -> Path:
+    """Put a box into the first moof (at `where` inside it): the moof grows, so its runs' data
+    offsets (from the moof's start) grow as much and the samples are still found."""
+    data = path.read_bytes()
+    moof, size = next((start, size) for kind, start, size in top_level(data) if kind == b"moof")
+    growth = len(put(data[moof + 8 : moof + size], where, new)) - (size - 8)
+    payload = bytearray(data[moof + 8 : moof + size])
+    for kind, start, traf_size in top_level(bytes(payload)):
+        if kind != b"traf":
+            continue
+        position = start + 8
+        while position < start + traf_size:
+            child_size, child = struct.unpack_from(">I4s", payload, position)
+            if child == b"trun" and payload[position + 11] & 1:  # data offset present
+                (offset,) = struct.unpack_from(">i", payload, position + 16)
+                struct.pack_into(">i", payload, position + 16, offset + growth)
+            position += child_size
+    grown = box(b"moof", put(bytes(payload), where, new))
+    path.write_bytes(data[:moof] + grown + data[moof + size :])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("where", "content"),
+    [((), "meta"), ((b"moov",), "udta"), ((b"moov", b"trak"), "meta")],
+    ids=["top", "moov", "trak"],
+)
+def test_meco_is_read_and_stripped(tmp_path, where, content):
+    video = encode(tmp_path / "meco.mp4")
+    insert(video, (*where, b"meco"), ilst_meta(XYZ) if content == "meta" else xyz_udta(XYZ))
+    result = characterize_video(video)
+    assert result.valid, result.problems
+    assert_found(result, XYZ, "quicktime-iso6709")
+    assert "meco" in result.properties["metadata_blocks"]
+    assert sorted(stripped(video)) == ["meco", "udta"]  # and the encoder's tag in moov/udta
+    check_cleaned(video, tmp_path, [XYZ])
+
+
+@pytest.mark.parametrize(
+    ("where", "content"),
+    [((b"udta",), "xyz"), ((b"traf", b"udta"), "xyz"), ((b"traf",), "xmp")],
+    ids=["moof-udta", "traf-udta", "traf-uuid-xmp"],
+)
+def test_metadata_in_a_movie_fragment_is_read_and_stripped(tmp_path, where, content):
+    video = fragmented(tmp_path / "fragment.mp4")
+    if content == "xyz":
+        new, point, kind = box(b"\xa9xyz", user_data_text(iso6709(XYZ))), XYZ, "quicktime-iso6709"
+    else:
+        new, point, kind = box(b"uuid", XMP_UUID + xmp_packet(XMP)), XMP, "xmp-gps"
+    into_first_fragment(video, where, new)
+    result = characterize_video(video)
+    assert result.valid, result.problems
+    assert result.properties["fragmented"] is True
+    assert_found(result, point, kind, tolerance=1e-6)
+    inside = "udta" if content == "xyz" else "XMP"
+    assert stripped(video) == ["udta", inside]  # the encoder's tag in moov, then the fragment's
+    check_cleaned(video, tmp_path, [point])
+
+
+@pytest.mark.parametrize("kind", [b"emsg", b"pdin", b"prft"])
+def test_event_download_and_time_boxes_are_read_and_stripped(tmp_path, kind):
+    video = encode(tmp_path / "boxes.mp4")
+    text = iso6709(XYZ).encode()
+    if kind == b"emsg":  # version 0: scheme, value, timescale, time delta, duration, id, message
+        payload = b"urn:example:position\0\0" + struct.pack(">IIII", 1000, 0, 0, 1) + text
+    else:  # progressive download rates, producer reference time: numbers, and text after them
+        payload = bytes(16) + text
+    video.write_bytes(video.read_bytes() + full(kind, payload))
+    result = characterize_video(video)
+    assert result.valid, result.problems
+    assert_found(result, XYZ, "quicktime-iso6709")
+    assert stripped(video) == ["udta", "metadata"]  # the encoder's tag, then the box
+    check_cleaned(video, tmp_path, [XYZ])
+
+
+def unused(path: Path) -> list[tuple[int, int]]:
+    return [(r.start, r.length) for r in location_regions(path) if r.what == "unused media"]
+
+
+def test_a_second_mdat_no_track_uses_is_read_and_zeroed(tmp_path):
+    video = encode(tmp_path / "two-mdat.mp4")
+    data = video.read_bytes()
+    moov = next(start for kind, start, _size in top_level(data) if kind == b"moov")
+    extra = box(b"mdat", xmp_packet(XMP))
+    video.write_bytes(data[:moov] + extra + data[moov:])  # the samples before it stay put
+    result = characterize_video(video)
+    assert result.valid, result.problems
+    assert_found(result, XMP, "xmp-gps", tolerance=1e-6)
+    assert unused(video) == [(moov + 8, len(extra) - 8)]
+    check_cleaned(video, tmp_path, [XMP])
+
+
+def test_a_tail_of_mdat_after_the_last_sample_is_read_and_zeroed(tmp_path):
+    video = encode(tmp_path / "tail.mp4")
+    data = video.read_bytes()
+    mdat, size = next((start, size) for kind, start, size in top_level(data) if kind == b"mdat")
+    tail = b"\0" * 16 + iso6709(XYZ).encode() + b" latitude"
+    grown = struct.pack(">I", size + len(tail)) + data[mdat + 4 : mdat + size] + tail
+    video.write_bytes(data[:mdat] + grown + data[mdat + size :])  # moov's offsets point before
+    result = characterize_video(video)
+    assert result.valid, result.problems
+    assert_found(result, XYZ, "quicktime-iso6709")
+    assert unused(video) == [(mdat + size, len(tail))]
+    cleaned = check_cleaned(video, tmp_path, [XYZ])
+    after = cleaned.read_bytes()
+    assert after[mdat + size : mdat + size + len(tail)] == bytes(len(tail))
+    assert after[mdat : mdat + size] == video.read_bytes()[mdat : mdat + size]  # samples kept
+
+
+def test_a_location_in_a_box_the_movie_needs_makes_the_cleaner_refuse(tmp_path):
+    video = encode(tmp_path / "handler.mp4")
+    data = video.read_bytes()
+    assert data.count(b"VideoHandler") == 1
+    video.write_bytes(data.replace(b"VideoHandler", b"+50.4+030.52"))  # the track's hdlr name
+    result = characterize_video(video)
+    assert result.valid, result.problems
+    assert [(loc.latitude, loc.longitude) for loc in result.locations] == [(50.4, 30.52)]
+    with pytest.raises(VideoError, match="needs to play"):
+        clean_video(video, tmp_path / "clean.mp4")  # cutting the handler out breaks the track
+    assert not (tmp_path / "clean.mp4").exists()
+
+
+def test_a_fragmented_mp4_is_cleaned_and_still_plays(tmp_path):
+    video = encode(
+        tmp_path / "stream.mp4", {"location": iso6709(LOCI)}, movflags="frag_keyframe+empty_moov"
+    )
+    kinds = [kind for kind, _start, _size in top_level(video.read_bytes())]
+    assert kinds[:4] == [b"ftyp", b"moov", b"moof", b"mdat"] and b"mfra" in kinds
+    result = characterize_video(video)
+    assert result.valid, result.problems
+    assert result.properties["fragmented"] is True
+    assert_found(result, LOCI, "mp4-loci", tolerance=FIXED_16_16)
+    assert stripped(video) == ["udta"]
+    assert unused(video) == []  # every byte of the fragments' mdat is a sample of the video
+    check_cleaned(video, tmp_path, [LOCI], [b"loci"])
+
+
+def test_timed_metadata_in_movie_fragments_is_read_and_zeroed(tmp_path):
+    video = fragmented(tmp_path / "GX-fragmented.mp4")
+    data = video.read_bytes()
+    moov, size = next((start, size) for kind, start, size in top_level(data) if kind == b"moov")
+    trex = full(b"trex", struct.pack(">IIIII", 99, 1, 1000, 0, 0))
+    moov_payload = put(put(data[moov + 8 : moov + size], (b"mvex",), trex), (), b"")
+    moov_payload += metadata_trak(sample_entry(b"gpmd"), [], 0)
+    samples = [gpmf_sample([GPMF], fix=3), gpmf_sample([GPMF], fix=3)]
+    # a traf for track 99 counting from its moof (default-base-is-moof), sizes in the run
+    tfhd = full(b"tfhd", struct.pack(">I", 99), flags=0x20000)
+    run = struct.pack(">I", len(samples)) + b"".join(struct.pack(">I", len(s)) for s in samples)
+    moof_size = 8 + 16 + 8 + len(tfhd) + 16 + len(run)
+    trun = full(b"trun", run[:4] + struct.pack(">i", moof_size + 8) + run[4:], flags=0x201)
+    moof = box(b"moof", full(b"mfhd", struct.pack(">I", 2)) + box(b"traf", tfhd + trun))
+    assert len(moof) == moof_size
+    fragment = moof + box(b"mdat", b"".join(samples))
+    video.write_bytes(data[:moov] + box(b"moov", moov_payload) + data[moov + size :] + fragment)
+    result = characterize_video(video)
+    assert result.valid, result.problems
+    assert_found(result, GPMF, "gpmf-gps", tolerance=1e-7)
+    assert result.properties["gpmf_fixes"] == 2
+    assert unused(video) == []
+    raw = struct.pack(">i", round(GPMF[0] * 1e7))
+    check_cleaned(video, tmp_path, [GPMF], [raw])
+
+
+# --------------------------------------------------------------------------------------------
 # Box sizes: 64-bit, "to the end", terminators; malformed files
 
 
@@ -537,6 +733,7 @@ def test_damaged_headers_never_break_the_reader_or_leak_through_the_cleaner(tmp_
     video = encode(tmp_path / "fuzz.mov", {"location": iso6709(XYZ)})
     add_metadata_track(video, sample_entry(b"gpmd"), [gpmf_sample([GPMF], fix=3)])
     data = video.read_bytes()
+    raw = struct.pack(">i", round(GPMF[0] * 1e7))
     moov = next(start for kind, start, _size in top_level(data) if kind == b"moov")
     chance = random.Random(6709)
     damaged = tmp_path / "damaged.mov"
@@ -551,9 +748,11 @@ def test_damaged_headers_never_break_the_reader_or_leak_through_the_cleaner(tmp_
             cleaned = clean_video(damaged, tmp_path / "clean.mov")
         except VideoError:
             continue
-        # (A track whose own type is damaged is stripped whole: its samples are then bytes no
-        # box points at, which nothing reads and the cleaner leaves; so only ©xyz is looked for.)
+        # (A track whose own type is damaged is stripped whole: its samples are then media data
+        # no track uses, zeroed as well.)
         assert not coordinate_traces(cleaned.read_bytes(), [XYZ[:2]]), attempt
+        if raw in mutated:
+            assert raw not in cleaned.read_bytes(), attempt
         assert characterize_video(cleaned).locations == [], attempt
 
 

@@ -6,10 +6,11 @@
 - `clean_image` is how any picture leaves: only the segments a picture needs are kept (EXIF,
   XMP, IPTC, comments and any application's own blocks are cut out, losslessly for JPEG and
   PNG; HEIC becomes JPEG), plus the orientation and the colour profile.
-- `clean_video` is how any MP4/QuickTime video leaves: every box a movie does not need to play
-  (user data, metadata, XMP, vendor boxes) is turned into zeroed padding and the samples of
-  timed-metadata tracks (GoPro GPMF, CAMM) are zeroed, in place, so that no offset moves and
-  the video plays as before.
+- `clean_video` is how any MP4/QuickTime video leaves: only the boxes a movie needs to play
+  are kept; every other box (user data, metadata, XMP, vendor and unknown boxes, wherever they
+  are) is turned into zeroed padding, and the samples of timed-metadata tracks (GoPro GPMF,
+  CAMM) and media data no track uses are zeroed, in place, so that no offset moves and the
+  video plays as before.
 - `coordinate_traces` finds a location in bytes, written as decimal degrees (3+ decimals), as
   XMP's degrees-and-minutes or as EXIF rationals: a guard for outputs, and what the leak tests
   use.
@@ -141,14 +142,19 @@ def is_cleanable_video(path: Path) -> bool:
 
 
 def clean_video(source: Path, destination: Path) -> Path:
-    """A copy of the video without the locations it carries. Every box a movie does not need
-    to play (user data with `©xyz` and `loci`, QuickTime `meta`, XMP, GoPro's `udta/GPMF`,
-    vendor and unknown boxes, padding) becomes a `free` box of the same size with its payload
-    zeroed, and the samples of timed-metadata tracks (GPMF, CAMM, Apple's `mebx`, any other)
-    are zeroed with their track kept: no size or offset changes, so the chunk offsets stay
-    valid and the video and sound play as before. Streamed: the file is copied, then the ranges
-    overwritten in place. The copy is read again before it is returned; a file whose boxes
-    cannot all be walked is refused (VideoError), since its locations could not all be found."""
+    """A copy of the video without the locations it carries. An allowlist: only the boxes the
+    walker walked and knows a movie needs to play are kept (`videos.TOP_KEPT`,
+    `STRUCTURE_KEPT`, `FRAGMENT_KEPT`); every other box, at any level (user data with `©xyz`
+    and `loci`, QuickTime `meta`, XMP, GoPro's `udta/GPMF`, `meco`, `emsg`, user data in movie
+    fragments, vendor and unknown boxes, padding), becomes a `free` box of the same size with
+    its payload zeroed. The samples of timed-metadata tracks (GPMF, CAMM, Apple's `mebx`, any
+    other), in the movie or in its fragments, are zeroed with their track kept, and so are the
+    bytes of `mdat` no track's samples occupy (a second `mdat`, a tail). No size or offset
+    changes, so the chunk offsets stay valid and the video and sound play as before. Streamed:
+    the file is copied, then the ranges overwritten in place. The copy is read again before it
+    is returned. Refused (VideoError): a file whose boxes cannot all be walked, since its
+    locations could not all be found, and one with a location in a box the movie needs (a
+    handler name, a data reference), which cannot be cut out."""
     from arkhiv.ingest.characterize import videos
 
     if not is_cleanable_video(source):

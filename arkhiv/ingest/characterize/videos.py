@@ -3,10 +3,26 @@
 camera writes into them, so that it is sealed at ingest and `access.disclosure.clean_video`
 can strip it from copies (`location_regions` tells the cleaner what to overwrite).
 
-The file is walked box by box, streaming: media data (`mdat`) is never read; metadata boxes and
-the samples of timed-metadata and text tracks are read within fixed budgets. Every box size is
-checked against its parent and the file (64-bit sizes, and size 0 for "to the end",
-included); a malformed file becomes a problem of the characterization, never an exception.
+The file is walked box by box, streaming: media data (`mdat`) is read only where no track's
+samples lie; metadata boxes and the samples of timed-metadata and text tracks are read within
+fixed budgets. Every box size is checked against its parent and the file (64-bit sizes, and
+size 0 for "to the end", included); a malformed file becomes a problem of the
+characterization, never an exception.
+
+The cleaner works from an allowlist: only the boxes the walker walks and knows a movie needs to
+play are kept (`TOP_KEPT`, `STRUCTURE_KEPT`, `FRAGMENT_KEPT`: the movie and its tracks, the
+sample tables, movie fragments and their indexes, the media data). Every other box, at any
+level and wherever it hides (`meco`, `emsg`, `pdin`, `prft`, user data or metadata in a
+`moof` or `traf`, a box of a kind not known here), is read for locations and turned into
+zeroed padding. Bytes of `mdat` that no track's samples occupy (a second `mdat`, a tail after
+the last sample) are searched at ingest and zeroed in copies. Samples are located from the
+sample tables (`stsz`/`stz2`, `stsc`, `stco`/`co64`) and, in fragmented files, from each
+`traf`'s `tfhd` (base offset, default size, or the `trex` defaults) and `trun`s: the samples of
+timed-metadata and text tracks in fragments are read and zeroed like those in the movie, and
+video and sound are kept. Kept boxes up to `MAX_KEPT_SEARCH` (headers, handler names, data
+references, brands) are searched too; a location in one cannot be cut out without breaking
+the movie, so the cleaner refuses the file (`VideoStructureError`), as it refuses a file it
+cannot walk completely.
 
 Locations read (each becomes a `GeoLocation` of the kind in brackets):
 - `udta/©xyz` under `moov` or a `trak`: ISO 6709 text, written by Apple, Android and ffmpeg
@@ -22,34 +38,45 @@ Locations read (each becomes a `GeoLocation` of the kind in brackets):
 - Google CAMM (`camm` tracks): packet types 5 and 6, the first fix ("camm-gps");
 - Apple timed metadata (`mebx` tracks) with location keys ("quicktime-timed-iso6709");
 - text tracks with DJI's telemetry subtitles, the first position ("subtitle-gps");
-- any other box outside the movie's structure (vendor user data, padding an editor left):
-  ISO 6709 text and XMP packets in it ("quicktime-iso6709", "xmp-gps").
+- user data and metadata in `meco` (walked as `udta` is), and any other box outside the
+  movie's structure (vendor user data, `emsg`, padding an editor left), kept boxes and media
+  data no sample occupies: ISO 6709 text and XMP packets in them ("quicktime-iso6709",
+  "xmp-gps").
 
 `has_location` is True when any of these is present, parseable or not, when a box outside the
-structure or a text track mentions latitude or longitude, when a timed-metadata track of
-another kind is present (its samples are not understood, so a location cannot be ruled out),
-and when the file could not be read completely. Not read: samples in movie fragments (`moof`),
-the insides of sample entries (codec configuration), and bytes of `mdat` no sample table
-points at. Properties and problems never quote a value read from the metadata.
+structure, a kept box, unoccupied media data or a text track mentions latitude or longitude,
+when a timed-metadata track of another kind is present (its samples are not understood, so a
+location cannot be ruled out), and when the file could not be read completely. Not read: the
+insides of sample entries (codec configuration), kept boxes larger than `MAX_KEPT_SEARCH`
+(long sample tables), and the samples of video and sound tracks. Properties and problems
+never quote a value read from the metadata.
 
-Longer than a module should be, on purpose for now: one walk of the boxes serves both the
+Longer than a module should be, on purpose: one walk of the boxes serves both the
 characterization and the cleaner's regions (`location_regions`), so that what is read and what
-is cut out cannot drift apart. The telemetry decoders (GPMF, CAMM, ISO 6709) are the part to
-move out when the readers get their own home (issue "One home for 3D geometry").
+is cut out cannot drift apart. The telemetry decoders (GPMF, CAMM, ISO 6709, DJI subtitles)
+live in `video_telemetry`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import BinaryIO
 
 from arkhiv.ingest.characterize.findings import Findings
 from arkhiv.ingest.characterize.images import xmp_packet_locations
+from arkhiv.ingest.characterize.video_telemetry import (
+    ISO6709_IN_TEXT,
+    Gpmf,
+    camm_position,
+    parse_iso6709,
+    plausible,
+    subtitle_position,
+)
 from arkhiv.ingest.model import Characterization, GeoLocation
 
 TOOL = "arkhiv.videos (ISO BMFF/QuickTime box walker)"
@@ -58,8 +85,9 @@ MAX_DEPTH = 16
 MAX_BOXES = 1_000_000  # boxes walked per file: a file of nothing but tiny boxes is hostile
 MAX_BOX_READ = 16 * 1024**2  # one metadata box or sample table read into memory
 MAX_METADATA_BYTES = 64 * 1024**2  # metadata boxes and tables read, per file
-MAX_SAMPLE_BYTES = 64 * 1024**2  # timed-metadata samples read, per file
-MAX_SAMPLES = 2_000_000  # samples per timed-metadata track
+MAX_SAMPLE_BYTES = 64 * 1024**2  # timed-metadata samples and unoccupied media read, per file
+MAX_SAMPLES = 2_000_000  # samples per track (in the movie; per run in a fragment)
+MAX_KEPT_SEARCH = 64 * 1024  # kept boxes larger than this (sample tables) are not searched
 
 XMP_UUID = bytes.fromhex("BE7ACFCB97A942E89C71999491E3AFAC")
 # HEIF/AVIF pictures and raw photos share the box format; they are pictures, not videos.
@@ -76,44 +104,28 @@ SUBTITLE_ENTRIES = {b"tx3g", b"text", b"wvtt", b"stpp", b"c608"}
 # Location blocks of timed-metadata tracks: their samples are zeroed, their tracks kept.
 TIMED_METADATA_BLOCKS = {"gpmf", "camm", "quicktime-timed", "timed-metadata"}
 # (subtitles that mention a location are zeroed too, and are then no longer found)
-# The boxes a movie needs to play, under the file and in moov, trak, mdia, minf and stbl. The
-# cleaner keeps these and turns everything else into `free`: user data, metadata, vendor and
-# unknown boxes (a player ignores what it does not know; a location may hide in any of them).
-TOP_KEPT = {
-    b"ftyp", b"moov", b"mdat", b"moof", b"mfra", b"sidx", b"ssix", b"styp", b"prft", b"emsg",
-    b"pdin", b"meco",
-}  # fmt: skip
+# The boxes a movie needs to play, the only ones the cleaner keeps (everything else becomes
+# `free`: user data, metadata, vendor and unknown boxes; a player ignores what it does not
+# know, and a location may hide in any of them). Each is walked or searched by the walker:
+# under the file; in moov, trak, mdia, minf and stbl; in mvex, moof, traf and mfra.
+TOP_KEPT = {b"ftyp", b"moov", b"mdat", b"moof", b"mfra", b"sidx", b"ssix", b"styp"}
 STRUCTURE_KEPT = {
-    b"mvhd", b"trak", b"mvex", b"iods", b"pssh", b"meco", b"ctab",
+    b"mvhd", b"trak", b"mvex", b"iods", b"pssh", b"ctab",
     b"tkhd", b"mdia", b"edts", b"tref", b"trgr", b"load", b"imap", b"matt", b"clip", b"tapt",
     b"txas", b"mdhd", b"hdlr", b"minf", b"elng", b"vmhd", b"smhd", b"hmhd", b"nmhd", b"sthd",
     b"gmhd", b"dinf", b"stbl", b"stsd", b"stts", b"ctts", b"cslg", b"stss", b"stps", b"stsh",
     b"sdtp", b"stsc", b"stsz", b"stz2", b"stco", b"co64", b"sgpd", b"sbgp", b"subs", b"saiz",
     b"saio", b"padb", b"stdp",
 }  # fmt: skip
+FRAGMENT_KEPT = {
+    b"mehd", b"trex", b"leva", b"mfhd", b"traf", b"pssh", b"tfhd", b"tfdt", b"trun", b"sbgp",
+    b"sgpd", b"subs", b"saiz", b"saio", b"senc", b"sdtp", b"tfra", b"mfro",
+}  # fmt: skip
 PADDING = {b"free", b"skip", b"wide"}
 SPHERICAL_UUID = bytes.fromhex("FFCC8263F8554A938814587A02521FDD")  # 360 video (no location)
 
 _LOCATION_KEY = re.compile(r"(?i)location|gps|latitude|longitude|iso6709|\u00a9xyz")
 _LOCATION_WORD = re.compile(rb"(?i)latitude|longitude|iso6709")
-_ISO6709_IN_TEXT = re.compile(
-    r"[+-]\d{2}(?:\d{2}){0,2}\.\d+[+-]\d{3}(?:\d{2}){0,2}\.\d+(?:[+-]\d+(?:\.\d*)?)?"
-    r"(?:CRS[A-Za-z0-9_:.-]*)?/?"
-)
-# DJI's subtitles: "[latitude: 22.543210] [longitude: 114.056789]" (some firmware spells
-# "longtitude") or, older, "GPS(114.0568,22.5432,16)" (longitude first)
-_DJI_LATITUDE_LONGITUDE = re.compile(
-    r"(?i)latitude\s*[:=]\s*(-?\d+\.\d+)\W+(?:\w+\W+)??longt?itude\s*[:=]\s*(-?\d+\.\d+)"
-)
-_DJI_GPS = re.compile(r"GPS\s*\(\s*(-?\d+\.\d+)\s*,\s*(-?\d+\.\d+)")
-_ISO6709 = re.compile(
-    r"([+-])(\d{2}|\d{4}|\d{6})(\.\d*)?([+-])(\d{3}|\d{5}|\d{7})(\.\d*)?"
-    r"([+-]\d+(?:\.\d*)?)?(?:CRS[A-Za-z0-9_:.-]*)?/?"
-)
-_GPMF_TYPES = {
-    b"b": "b", b"B": "B", b"c": "c", b"d": "d", b"f": "f", b"j": "q", b"J": "Q", b"l": "i",
-    b"L": "I", b"s": "h", b"S": "H",
-}  # fmt: skip
 
 
 class VideoStructureError(Exception):
@@ -173,8 +185,11 @@ class _Track:
     width: int | None = None
     height: int | None = None
     duration_s: float | None = None
+    track_id: int | None = None  # from tkhd: how a fragment (traf) names its track
     tables: dict[bytes, Box] = field(default_factory=dict)  # stsz, stz2, stsc, stco, co64
     mebx_keys: dict[int, str] = field(default_factory=dict)
+    # (offset, size) of each sample in movie fragments, for timed-metadata and text tracks
+    fragment_samples: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def timed_metadata(self) -> bool:
@@ -251,15 +266,20 @@ def video_signature(head: bytes) -> bool:
 
 def location_regions(path: Path) -> list[Region]:
     """What the cleaner overwrites: every box a movie does not need to play (user data,
-    metadata, XMP, vendor and unknown boxes, padding), outermost only, and the samples of every
-    timed-metadata track. Raises VideoStructureError when the file cannot be walked completely
-    (a box that overruns its parent, a truncated file, sample tables that do not add up)."""
+    metadata, XMP, vendor and unknown boxes, padding), outermost only, the samples of every
+    timed-metadata track, and the bytes of `mdat` no track's samples occupy. Raises
+    VideoStructureError when the file cannot be walked completely (a box that overruns its
+    parent, a truncated file, sample tables that do not add up, a fragment of an unknown
+    track) or when a box the movie needs holds a location."""
     result = _Result(path=Path(path))
     with Path(path).open("rb") as fp:
         walker = _Walker(fp, Path(path).stat().st_size, result, read_samples=False)
         walker.walk()
     if result.problems or walker.structure_incomplete:
         raise VideoStructureError("; ".join(result.problems + result.notes) or "not walked")
+    if walker.unremovable:
+        where = ", ".join(sorted(set(walker.unremovable)))
+        raise VideoStructureError(f"a location in boxes the movie needs to play ({where})")
     unique: dict[tuple[int, int], Region] = {}
     for region in walker.regions:
         if region.box is not None:
@@ -289,6 +309,11 @@ class _Walker:
         self.metadata_read = 0
         self.samples_read = 0
         self.structure_incomplete = False  # regions may be missing: the cleaner must refuse
+        self.unremovable: list[str] = []  # kept boxes that hold a location: refused too
+        self.seen_moov = False
+        self.media: list[Box] = []  # every top-level mdat
+        self.occupied: list[tuple[int, int]] = []  # (start, end) of samples of every track
+        self.default_sizes: dict[int, int] = {}  # trex: default sample size by track id
         self.brand: str | None = None
         self.compatible: list[str] = []
         self.duration_s: float | None = None
@@ -370,7 +395,6 @@ class _Walker:
 
     def walk(self) -> None:
         first = True
-        seen_moov = False
         try:
             for box in self.children(0, self.size, 0, "file"):
                 if first and box.type != b"ftyp" and box.type not in QUICKTIME_FIRST:
@@ -379,11 +403,19 @@ class _Walker:
                 if box.type == b"ftyp":
                     self.ftyp(box)
                 elif box.type == b"moov":
-                    seen_moov = True
+                    self.seen_moov = True
                     self.inside(box, "moov", 1, lambda b, d: self.moov_child(b, d, "moov"))
-                elif box.type in (b"moof", b"mfra", b"sidx", b"styp"):
+                elif box.type == b"mdat":
+                    self.media.append(box)
+                elif box.type == b"moof":
+                    self.moof(box)
+                elif box.type == b"mfra":
                     self.fragmented = True
-                elif box.type not in TOP_KEPT:
+                    self.inside(box, "mfra", 1, lambda b, d: self.fragment_child(b, d, "mfra"))
+                elif box.type in TOP_KEPT:  # sidx, ssix, styp
+                    self.fragmented = True
+                    self.kept(box, "file")
+                else:
                     self.other(box, 1, "file")
         except _Malformed as exc:
             self.result.fail(str(exc))
@@ -391,22 +423,18 @@ class _Walker:
             self.structure_incomplete = True
         if first:
             self.result.fail("not an MP4/QuickTime file (no boxes)")
-        elif not seen_moov and not self.result.problems:
+        elif not self.seen_moov and not self.result.problems:
             self.result.fail("no movie box (moov): not a playable file")
             self.result.incomplete = True  # media without an index: nothing is ruled out
             self.structure_incomplete = True
         for track in self.tracks:
-            if track.timed_metadata:
-                self.timed_metadata(track)
-            elif track.subtitles:
-                self.subtitles(track)
-        if self.fragmented and any(t.timed_metadata or t.subtitles for t in self.tracks):
-            # samples in fragments are found through moof/traf, not read here: nor cleaned
-            self.result.unread("timed metadata or text in movie fragments is not read")
-            self.structure_incomplete = True
+            self.samples(track)
+        if not self.structure_incomplete:  # else where the samples lie is not known
+            self.unoccupied()
 
     def ftyp(self, box: Box) -> None:
         data = self.payload(box, "ftyp") or b""
+        self.kept(box, "file", data)
         if len(data) >= 8:
             self.brand = _fourcc(data[:4])
             self.compatible = [_fourcc(data[i : i + 4]) for i in range(8, len(data) - 3, 4)][:32]
@@ -417,6 +445,7 @@ class _Walker:
         kind = box.type
         if kind == b"mvhd":
             data = self.payload(box, where) or b""
+            self.kept(box, where, data)
             timescale, duration = _timing(data)
             if timescale:
                 self.duration_s = round(duration / timescale, 3)
@@ -427,33 +456,46 @@ class _Walker:
             self.inside(box, here, depth, lambda b, d: self.trak_child(track, b, d, here))
         elif kind == b"mvex":
             self.fragmented = True
-        elif kind not in STRUCTURE_KEPT:
+            here = f"{where}/mvex"
+            self.inside(box, here, depth, lambda b, d: self.fragment_child(b, d, here))
+        elif kind in STRUCTURE_KEPT:
+            self.kept(box, where)
+        else:
             self.other(box, depth, where)
 
     def trak_child(self, track: _Track, box: Box, depth: int, where: str) -> None:
         kind = box.type
         if kind == b"tkhd":
-            data = self.payload(box, where) or b""
+            data = self.payload(box, where, needed=True) or b""
+            self.kept(box, where, data)
             if len(data) >= 84:
                 width, height = struct.unpack_from(">II", data, len(data) - 8)
                 if width or height:
                     track.width, track.height = width >> 16, height >> 16
+            if len(data) >= 24:
+                (track.track_id,) = struct.unpack_from(">I", data, 20 if data[0] == 1 else 12)
         elif kind in (b"mdia", b"minf", b"stbl"):
             here = f"{where}/{box.name}"
             self.inside(box, here, depth, lambda b, d: self.trak_child(track, b, d, here))
         elif kind == b"mdhd":
-            timescale, duration = _timing(self.payload(box, where) or b"")
+            data = self.payload(box, where) or b""
+            self.kept(box, where, data)
+            timescale, duration = _timing(data)
             if timescale:
                 track.duration_s = round(duration / timescale, 3)
         elif kind == b"hdlr" and where.endswith("/mdia"):
             data = self.payload(box, where, needed=True) or b""
+            self.kept(box, where, data)
             if len(data) >= 12:
                 track.handler = _fourcc(data[8:12])
         elif kind == b"stsd":
             self.sample_entries(track, box, depth, where)
         elif kind in (b"stsz", b"stz2", b"stsc", b"stco", b"co64"):
             track.tables[kind] = box
-        elif kind not in STRUCTURE_KEPT:
+            self.kept(box, where)
+        elif kind in STRUCTURE_KEPT:
+            self.kept(box, where)
+        else:
             self.other(box, depth, where)
 
     def sample_entries(self, track: _Track, box: Box, depth: int, where: str) -> None:
@@ -486,25 +528,162 @@ class _Walker:
                 if name is not None:
                     track.mebx_keys[local_id] = name
 
+    # -- movie fragments ------------------------------------------------------------------------
+
+    def fragment_child(self, box: Box, depth: int, where: str) -> None:
+        """A child of mvex or mfra: the defaults of fragments (trex) and their index."""
+        if box.type == b"trex":
+            data = self.payload(box, where, needed=True) or b""
+            self.kept(box, where, data)
+            if len(data) >= 24:
+                track_id, _entry, _duration, size = struct.unpack_from(">IIII", data, 4)
+                self.default_sizes[track_id] = size
+        elif box.type in FRAGMENT_KEPT:
+            self.kept(box, where)
+        else:
+            self.other(box, depth, where)
+
+    def moof(self, box: Box) -> None:
+        """A movie fragment: its track fragments say where their samples lie; anything else in
+        it (user data, metadata, uuid boxes) is read and stripped as elsewhere."""
+        self.fragmented = True
+        base = box.start  # the first traf's data starts here unless it says otherwise
+        try:
+            if not self.seen_moov:
+                raise _Malformed("a movie fragment before the movie box")
+            for child in self.children(box.payload, box.end, 1, "moof"):
+                if child.type == b"traf":
+                    base = self.traf(box, child, 2, "moof/traf", base)
+                elif child.type in FRAGMENT_KEPT:
+                    self.kept(child, "moof")
+                else:
+                    self.other(child, 2, "moof")
+        except _Malformed as exc:
+            self.result.fail(str(exc))
+            self.result.incomplete = True
+            self.structure_incomplete = True
+
+    def traf(self, moof: Box, traf: Box, depth: int, where: str, base: int) -> int:
+        """One track fragment: its runs of samples (ISO/IEC 14496-12, 8.8.7 and 8.8.8), from
+        the base offset of its tfhd (explicit, the moof with default-base-is-moof, else `base`:
+        the moof for the first traf, the end of the previous one's data after). Returns where
+        its data ends."""
+        header: bytes | None = None
+        runs: list[bytes] = []
+        for child in self.children(traf.payload, traf.end, depth, where):
+            if child.type in (b"tfhd", b"trun"):
+                data = self.payload(child, where, needed=True)
+                if data is None:
+                    raise _Malformed(f"{where}: '{child.name}' larger than the reading limit")
+                self.kept(child, where, data)
+                if child.type == b"tfhd":
+                    header = data
+                else:
+                    runs.append(data)
+            elif child.type in FRAGMENT_KEPT:
+                self.kept(child, where)
+            else:
+                self.other(child, depth + 1, where)
+        if header is None or len(header) < 8:
+            raise _Malformed(f"{where}: no track fragment header")
+        flags = int.from_bytes(header[1:4], "big")
+        (track_id,) = struct.unpack_from(">I", header, 4)
+        tracks = [t for t in self.tracks if t.track_id == track_id]
+        if len(tracks) != 1:  # none, or two with one id: whose samples these are is not known
+            raise _Malformed(f"{where}: a fragment of track {track_id}, not one track of the movie")
+        track = tracks[0]
+        optional = [(0x1, ">Q"), (0x2, ">I"), (0x8, ">I"), (0x10, ">I")]
+        fields: dict[int, int] = {}
+        position = 8
+        for flag, fmt in optional:
+            if flags & flag:
+                if position + struct.calcsize(fmt) > len(header):
+                    raise _Malformed(f"{where}: track fragment header too short")
+                (fields[flag],) = struct.unpack_from(fmt, header, position)
+                position += struct.calcsize(fmt)
+        if 0x1 in fields:
+            base = fields[0x1]
+        elif flags & 0x20000:  # default-base-is-moof
+            base = moof.start
+        default_size = fields.get(0x10, self.default_sizes.get(track_id))
+        end = base
+        for run in runs:
+            end = self.run(track, run, base, end, default_size, where)
+        return end
+
+    def run(
+        self, track: _Track, data: bytes, base: int, after: int, default: int | None, where: str
+    ) -> int:
+        """One trun: its samples, from the data offset (or right after the previous run), each
+        the size it gives or the default. Returns where the run ends."""
+        if len(data) < 8:
+            raise _Malformed(f"{where}: track run too short")
+        flags = int.from_bytes(data[1:4], "big")
+        (count,) = struct.unpack_from(">I", data, 4)
+        position = 8
+        start = after
+        if flags & 0x1:
+            if len(data) < 12:
+                raise _Malformed(f"{where}: track run too short")
+            start = base + struct.unpack_from(">i", data, 8)[0]
+            position += 4
+        position += 4 if flags & 0x4 else 0  # first sample's flags
+        per_sample = [bool(flags & f) for f in (0x100, 0x200, 0x400, 0x800)]
+        width = 4 * sum(per_sample)
+        if count > MAX_SAMPLES or position + count * width > len(data):
+            raise _Malformed(f"{where}: track run overruns its box")
+        if per_sample[1]:
+            values = struct.unpack_from(f">{count * sum(per_sample)}I", data, position)
+            sizes: list[int] | None = list(values[int(per_sample[0]) :: sum(per_sample)])
+            length = sum(sizes)
+        elif default is not None:
+            sizes, length = None, count * default
+        else:
+            raise _Malformed(f"{where}: samples without a size")
+        if start < 0 or start + length > self.size:
+            raise _Malformed(f"{where}: samples lie past the end of the file")
+        self.occupied.append((start, start + length))
+        if track.timed_metadata or track.subtitles:
+            if len(track.fragment_samples) + count > MAX_SAMPLES:
+                raise _Malformed(f"{where}: more than {MAX_SAMPLES} samples in a track")
+            offset = start
+            for size in sizes if sizes is not None else [default or 0] * count:
+                track.fragment_samples.append((offset, size))
+                offset += size
+        return start + length
+
     # -- metadata boxes -------------------------------------------------------------------------
+
+    def kept(self, box: Box, where: str, data: bytes | None = None) -> None:
+        """A box the movie needs, kept as it is, searched all the same (a handler name, a data
+        reference or a brand can carry text): a location in it cannot be cut out without
+        breaking the movie, so the cleaner refuses the file."""
+        if box.type == b"stsd" or box.payload_size > MAX_KEPT_SEARCH:
+            return  # codec configuration (mebx key names say "location"); long tables
+        if data is None:
+            data = self.payload(box, where)
+        if data is not None and self.search(data, f"{where}/{box.name}"):
+            self.unremovable.append(f"{where}/{box.name}")
 
     def other(self, box: Box, depth: int, where: str) -> None:
         """A box a movie does not need to play: read for locations, then always stripped
-        (except 360-video metadata, which says nothing about where)."""
+        (except 360-video metadata, which players need and which says nothing about where:
+        kept, and searched as kept boxes are)."""
         if box.type == b"uuid" and box.user_type == SPHERICAL_UUID:
+            self.kept(box, where)
             return
         self.user_data(box, depth, where)
         if box.type in PADDING:
             self.neutralise(box, "padding")
         else:
-            self.neutralise(box, "udta" if box.type == b"udta" else "metadata")
+            self.neutralise(box, box.name if box.type in (b"udta", b"meco") else "metadata")
 
     def user_data(self, box: Box, depth: int, where: str) -> None:
         """Read a metadata box (user data, QuickTime metadata, XMP, vendor boxes) for locations."""
         kind = box.type
         here = f"{where}/{box.name}"
-        if kind == b"udta":
-            self.result.blocks.add("udta")
+        if kind in (b"udta", b"meco"):  # meco: MPEG-21 additional metadata, meta boxes
+            self.result.blocks.add(box.name)
             self.inside(box, here, depth, lambda b, d: self.user_data(b, d, here))
         elif kind == b"meta":
             self.meta(box, depth, here)
@@ -541,12 +720,18 @@ class _Walker:
                 self.scan(data, box)
 
     def scan(self, data: bytes, box: Box) -> None:
-        """A box of a kind not read here (vendor user data, padding left by an editor): ISO 6709
-        text, XMP packets and location words in it still count."""
+        """A box of a kind not read here (vendor user data, `emsg`, padding left by an editor):
+        searched, and stripped unless it is padding with nothing in it."""
+        if self.search(data, f"box '{box.name}'") or box.type not in PADDING:
+            self.neutralise(box, "metadata")
+
+    def search(self, data: bytes, where: str) -> bool:
+        """ISO 6709 text, XMP packets and location words in bytes not otherwise understood;
+        True when there is any."""
         found = False
-        for match in _ISO6709_IN_TEXT.finditer(data.decode("latin-1")):
+        for match in ISO6709_IN_TEXT.finditer(data.decode("latin-1")):
             found = True
-            self.iso6709(match.group(0), f"box '{box.name}'", "other")
+            self.iso6709(match.group(0), where, "other")
         position = 0
         while (start := data.find(b"<x:xmpmeta", position)) >= 0:
             end = data.find(b"</x:xmpmeta>", start)
@@ -556,9 +741,9 @@ class _Walker:
             found, position = True, stop
         if not found and _LOCATION_WORD.search(data):
             self.result.location_blocks.add("other")
-            self.result.note(f"box '{box.name}' mentions a location that could not be read")
-        if found or box.type not in PADDING:
-            self.neutralise(box, "metadata")
+            self.result.note(f"{where} mentions a location that could not be read")
+            found = True
+        return found
 
     def neutralise(self, box: Box, what: str) -> None:
         self.regions.append(Region(box.start, box.size, box, what))
@@ -602,7 +787,7 @@ class _Walker:
                 if data_type < 0:
                     continue
                 text = _text_value(data_type, payload[8:])
-                parsed = text is not None and _parse_iso6709(text.strip("\x00 \t\r\n"))
+                parsed = text is not None and parse_iso6709(text.strip("\x00 \t\r\n"))
                 if _LOCATION_KEY.search(name) or parsed:
                     located = True
                     self.result.location_blocks.add("quicktime-meta")
@@ -615,7 +800,7 @@ class _Walker:
         self, text: str | None, where: str, block: str, kind: str = "quicktime-iso6709"
     ) -> None:
         self.result.location_blocks.add(block)
-        location = _parse_iso6709((text or "").strip("\x00 \t\r\n"))
+        location = parse_iso6709((text or "").strip("\x00 \t\r\n"))
         if location is None:
             self.result.note(f"{where}: a location that is not in ISO 6709 form")
             return
@@ -655,21 +840,111 @@ class _Walker:
             self.result.location_blocks.add("xmp")
         self.result.locations += locations
 
-    # -- timed metadata -------------------------------------------------------------------------
+    # -- samples --------------------------------------------------------------------------------
 
-    def timed_metadata(self, track: _Track) -> None:
-        kind = next((e for e in track.entries if e in TIMED_METADATA_ENTRIES), None)
-        block = {b"gpmd": "gpmf", b"camm": "camm", b"mebx": "quicktime-timed"}.get(
-            kind or b"", "timed-metadata"
-        )
-        self.result.blocks.add(block)
+    def samples(self, track: _Track) -> None:
+        """Where the track's samples lie, in the movie and in its fragments: all of it is media
+        data in use; the samples of timed-metadata and text tracks are read too."""
         try:
-            samples = self.sample_ranges(track)
+            sizes, chunks = self.sample_chunks(track)
+            ends = list(accumulate(sizes, initial=0))
+            for offset, first, count in chunks:
+                end = offset + ends[first + count] - ends[first]
+                if end > self.size:
+                    raise _Malformed("samples lie past the end of the file")
+                self.occupied.append((offset, end))
         except _Malformed as exc:
             self.result.fail(f"trak[{track.number}]: {exc}")
             self.result.incomplete = True
             self.structure_incomplete = True
             return
+        if not (track.timed_metadata or track.subtitles):
+            return
+        samples = [
+            (offset + ends[index] - ends[first], sizes[index])
+            for offset, first, count in chunks
+            for index in range(first, first + count)
+        ] + track.fragment_samples
+        if track.timed_metadata:
+            self.timed_metadata(track, samples)
+        else:
+            self.subtitles(track, samples)
+
+    def sample_chunks(self, track: _Track) -> tuple[list[int], list[tuple[int, int, int]]]:
+        """Every sample's size, and each chunk as (offset, first sample, samples), from
+        stsz/stz2, stsc and stco/co64."""
+        sizes = _sample_sizes(self.table(track, b"stsz"), self.table(track, b"stz2"))
+        offsets = _chunk_offsets(self.table(track, b"stco"), self.table(track, b"co64"))
+        stsc = self.table(track, b"stsc")
+        if not sizes:
+            if sizes is None and offsets:
+                raise _Malformed("no sample size table")
+            return [], []  # no samples in the movie (an empty track, or all in fragments)
+        if offsets is None or stsc is None or len(stsc) < 8:
+            raise _Malformed("sample tables incomplete")
+        (count,) = struct.unpack_from(">I", stsc, 4)
+        if 8 + 12 * count > len(stsc):
+            raise _Malformed("sample-to-chunk table overruns its box")
+        runs = [struct.unpack_from(">II", stsc, 8 + 12 * i) for i in range(count)]
+        chunks: list[tuple[int, int, int]] = []
+        sample = 0
+        for index, (first, per_chunk) in enumerate(runs):
+            last = runs[index + 1][0] - 1 if index + 1 < len(runs) else len(offsets)
+            if first < 1 or last > len(offsets) or last < first - 1:
+                raise _Malformed("sample-to-chunk table names chunks that do not exist")
+            for chunk in range(first, last + 1):
+                taken = min(per_chunk, len(sizes) - sample)
+                chunks.append((offsets[chunk - 1], sample, taken))
+                sample += taken
+                if sample == len(sizes):
+                    return sizes, chunks
+        raise _Malformed("sample tables describe fewer samples than they count")
+
+    def table(self, track: _Track, kind: bytes) -> bytes | None:
+        box = track.tables.get(kind)
+        if box is None:
+            return None
+        data = self.payload(box, f"trak[{track.number}]", needed=True)
+        if data is None:
+            raise _Malformed(f"sample table '{box.name}' larger than the reading limit")
+        return data
+
+    def unoccupied(self) -> None:
+        """The bytes of every mdat that no track's samples occupy (a second mdat, a tail after
+        the last sample, gaps): nothing plays them, so a location may hide there. Zeroed in
+        copies; searched at ingest, within the sample budget."""
+        occupied = sorted(self.occupied)
+        index = 0
+        for media in sorted(self.media, key=lambda box: box.start):
+            position = media.payload
+            while position < media.end:
+                while index < len(occupied) and occupied[index][1] <= position:
+                    index += 1
+                if index < len(occupied) and occupied[index][0] <= position:
+                    position = occupied[index][1]  # in use up to there
+                    continue
+                stop = media.end if index == len(occupied) else min(occupied[index][0], media.end)
+                self.regions.append(Region(position, stop - position, None, "unused media"))
+                self.search_media(position, stop - position)
+                position = stop
+
+    def search_media(self, offset: int, length: int) -> None:
+        if not self.read_samples:
+            return
+        if length > MAX_BOX_READ or self.samples_read + length > MAX_SAMPLE_BYTES:
+            self.result.unread("media data no track uses: beyond the reading limit")
+            return
+        self.samples_read += length
+        self.search(self.read_at(offset, length, "media data"), "media data no track uses")
+
+    # -- timed metadata -------------------------------------------------------------------------
+
+    def timed_metadata(self, track: _Track, samples: list[tuple[int, int]]) -> None:
+        kind = next((e for e in track.entries if e in TIMED_METADATA_ENTRIES), None)
+        block = {b"gpmd": "gpmf", b"camm": "camm", b"mebx": "quicktime-timed"}.get(
+            kind or b"", "timed-metadata"
+        )
+        self.result.blocks.add(block)
         for offset, length in samples:
             if length:
                 self.regions.append(Region(offset, length, None, f"{block} samples"))
@@ -699,17 +974,10 @@ class _Walker:
         elif kind == b"camm":
             self.result.props["camm_fixes"] = self.camm_fixes
 
-    def subtitles(self, track: _Track) -> None:
+    def subtitles(self, track: _Track, samples: list[tuple[int, int]]) -> None:
         """Text tracks are read even for the cleaner (bounded): those that mention a location
         are zeroed, others (captions) kept."""
         self.result.blocks.add("subtitles")
-        try:
-            samples = self.sample_ranges(track)
-        except _Malformed as exc:
-            self.result.fail(f"trak[{track.number}]: {exc}")
-            self.result.incomplete = True
-            self.structure_incomplete = True
-            return
         located = False
         for offset, length in samples:
             if self.samples_read + length > MAX_SAMPLE_BYTES:
@@ -726,64 +994,18 @@ class _Walker:
 
     def subtitle(self, data: bytes) -> bool:
         text = data.decode("utf-8", "replace")
+        position = subtitle_position(text)
+        if position is None:
+            return bool(ISO6709_IN_TEXT.search(text) or _LOCATION_WORD.search(data))
         first = not any(loc.kind == "subtitle-gps" for loc in self.result.locations)
-        if match := _DJI_LATITUDE_LONGITUDE.search(text):
-            latitude, longitude = float(match[1]), float(match[2])
-        elif match := _DJI_GPS.search(text):
-            longitude, latitude = float(match[1]), float(match[2])
-        else:
-            return bool(_ISO6709_IN_TEXT.search(text) or _LOCATION_WORD.search(data))
-        if first and _plausible(latitude, longitude):
-            self.result.locations.append(GeoLocation(latitude, longitude, kind="subtitle-gps"))
+        if first and plausible(*position):
+            self.result.locations.append(GeoLocation(*position, kind="subtitle-gps"))
         return True
-
-    def table(self, track: _Track, kind: bytes) -> bytes | None:
-        box = track.tables.get(kind)
-        if box is None:
-            return None
-        data = self.payload(box, f"trak[{track.number}]", needed=True)
-        if data is None:
-            raise _Malformed(f"sample table '{box.name}' larger than the reading limit")
-        return data
-
-    def sample_ranges(self, track: _Track) -> list[tuple[int, int]]:
-        """(offset, size) of every sample, from stsz/stz2, stsc and stco/co64."""
-        sizes = _sample_sizes(self.table(track, b"stsz"), self.table(track, b"stz2"))
-        if sizes is None:
-            raise _Malformed("no sample size table")
-        offsets = _chunk_offsets(self.table(track, b"stco"), self.table(track, b"co64"))
-        stsc = self.table(track, b"stsc")
-        if not sizes:
-            return []
-        if offsets is None or stsc is None or len(stsc) < 8:
-            raise _Malformed("sample tables incomplete")
-        (count,) = struct.unpack_from(">I", stsc, 4)
-        if 8 + 12 * count > len(stsc):
-            raise _Malformed("sample-to-chunk table overruns its box")
-        runs = [struct.unpack_from(">II", stsc, 8 + 12 * i) for i in range(count)]
-        ranges: list[tuple[int, int]] = []
-        for index, (first, per_chunk) in enumerate(runs):
-            last = runs[index + 1][0] - 1 if index + 1 < len(runs) else len(offsets)
-            if first < 1 or last > len(offsets) or last < first - 1:
-                raise _Malformed("sample-to-chunk table names chunks that do not exist")
-            for chunk in range(first, last + 1):
-                position = offsets[chunk - 1]
-                for _ in range(per_chunk):
-                    if len(ranges) == len(sizes):
-                        break
-                    size = sizes[len(ranges)]
-                    if position + size > self.size:
-                        raise _Malformed("samples lie past the end of the file")
-                    ranges.append((position, size))
-                    position += size
-                if len(ranges) == len(sizes):
-                    return ranges
-        raise _Malformed("sample tables describe fewer samples than they count")
 
     def gpmf(self, data: bytes) -> bool:
         """GoPro's KLV telemetry; True when it holds GPS streams."""
-        streams = _Gpmf()
-        streams.walk(data, 0)
+        streams = Gpmf()
+        streams.walk(data)
         if streams.malformed:
             self.result.note("GPMF: malformed KLV data")
         if streams.gps:
@@ -797,27 +1019,15 @@ class _Walker:
         return streams.gps or streams.malformed
 
     def camm(self, data: bytes) -> None:
-        """Google's Camera Motion Metadata: little-endian packets; 5 is a position, 6 a GPS
-        reading with its fix type."""
-        if len(data) < 4:
-            return
-        (packet,) = struct.unpack_from("<H", data, 2)
-        if packet == 5 and len(data) >= 28:
-            latitude, longitude, altitude = struct.unpack_from("<ddd", data, 4)
-            fix = 3
-        elif packet == 6 and len(data) >= 36:
-            fix, latitude, longitude = struct.unpack_from("<idd", data, 12)
-            (altitude,) = struct.unpack_from("<f", data, 32)
-        else:
-            return
-        self.result.location_blocks.add("camm")
-        if fix < 2 or not _plausible(latitude, longitude):
+        """Google's Camera Motion Metadata: the first fix, and how many there are."""
+        located, fix = camm_position(data)
+        if located:
+            self.result.location_blocks.add("camm")
+        if fix is None:
             return
         self.camm_fixes += 1
         if not any(loc.kind == "camm-gps" for loc in self.result.locations):
-            self.result.locations.append(
-                GeoLocation(latitude, longitude, float(altitude), kind="camm-gps")
-            )
+            self.result.locations.append(GeoLocation(*fix, kind="camm-gps"))
 
     def mebx_sample(self, track: _Track, data: bytes) -> None:
         """A sample of Apple timed metadata: boxes typed by local key id, each a value."""
@@ -860,81 +1070,6 @@ class _Walker:
         if video:
             props["width"], props["height"] = video.width, video.height
         props["fragmented"] = self.fragmented
-
-
-# ---------------------------------------------------------------------------------------------
-# GPMF
-
-
-@dataclass
-class _Gpmf:
-    gps: bool = False
-    fixes: int = 0
-    first: tuple[float, float, float] | None = None
-    malformed: bool = False
-
-    def walk(self, data: bytes, depth: int) -> None:
-        scale: list[float] = []
-        fix: int | None = None
-        layout = b""
-        position = 0
-        while position + 8 <= len(data):
-            key, kind, item_size, repeat = struct.unpack_from(">4scBH", data, position)
-            if key == b"\x00\x00\x00\x00":
-                return
-            length = item_size * repeat
-            body = data[position + 8 : position + 8 + length]
-            if len(body) < length:
-                self.malformed = True
-                return
-            position += 8 + (length + 3) // 4 * 4
-            if kind == b"\x00":
-                if depth < 8:
-                    self.walk(body, depth + 1)
-                continue
-            if key == b"SCAL":
-                scale = [float(v) for v in _gpmf_values(kind, item_size, body)]
-            elif key == b"GPSF":
-                values = _gpmf_values(kind, item_size, body)
-                fix = int(values[0]) if values else None
-            elif key == b"TYPE":
-                layout = body.rstrip(b"\x00")
-            elif key in (b"GPS5", b"GPS9", b"GPSU", b"GPSP"):
-                self.gps = True
-                if key == b"GPS5" and kind == b"l" and item_size == 20:
-                    self.points(struct.iter_unpack(">5i", body), scale, fix, None)
-                elif key == b"GPS9" and kind == b"?":
-                    fmt = ">" + "".join(_GPMF_TYPES.get(bytes([c]), "?") for c in layout)
-                    if "?" not in fmt and struct.calcsize(fmt) == item_size and len(layout) >= 9:
-                        self.points(struct.iter_unpack(fmt, body), scale, fix, 8)
-
-    def points(
-        self, rows: Iterator[tuple], scale: list[float], fix: int | None, fix_column: int | None
-    ) -> None:
-        if not scale or any(s == 0 for s in scale[:3]):
-            return
-        factors = (scale * 3)[:3] if len(scale) == 1 else scale[:3]
-        if len(factors) < 3:
-            return
-        for row in rows:
-            row_fix = row[fix_column] if fix_column is not None else fix
-            if row_fix is not None and row_fix < 2:
-                continue  # no lock: the receiver repeats its last or a zero position
-            latitude, longitude, altitude = (row[i] / factors[i] for i in range(3))
-            if not _plausible(latitude, longitude):
-                continue
-            self.fixes += 1
-            if self.first is None:
-                self.first = (latitude, longitude, altitude)
-
-
-def _gpmf_values(kind: bytes, item_size: int, body: bytes) -> tuple:
-    fmt = _GPMF_TYPES.get(kind)
-    if fmt is None or fmt == "c":
-        return ()
-    width = struct.calcsize(fmt)
-    count = len(body) // width
-    return struct.unpack(f">{count}{fmt}", body[: count * width])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1025,61 +1160,13 @@ def _text_value(data_type: int, value: bytes) -> str | None:
     return None
 
 
-def _parse_iso6709(text: str) -> tuple[float, float, float | None] | None:
-    """ISO 6709 (Annex H) as cameras write it: "+DD.DD+DDD.DD+AAA.A/", with degrees, degrees
-    and minutes, or degrees, minutes and seconds; altitude and CRS optional."""
-    match = _ISO6709.fullmatch(text)
-    if not match:
-        return None
-    lat_sign, lat_digits, lat_fraction, lon_sign, lon_digits, lon_fraction, altitude = (
-        match.groups()
-    )
-    try:
-        latitude = _sexagesimal(lat_sign, lat_digits, lat_fraction, 2)
-        longitude = _sexagesimal(lon_sign, lon_digits, lon_fraction, 3)
-    except ValueError:
-        return None
-    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
-        return None
-    return latitude, longitude, float(altitude) if altitude else None
-
-
-def _sexagesimal(sign: str, digits: str, fraction: str | None, width: int) -> float:
-    tail = float("0" + fraction) if fraction and fraction != "." else 0.0
-    degrees = int(digits[:width])
-    rest = digits[width:]
-    if not rest:
-        value = degrees + tail
-    elif len(rest) == 2:
-        minutes = int(rest) + tail
-        if minutes >= 60:
-            raise ValueError("minutes")
-        value = degrees + minutes / 60
-    else:
-        minutes, seconds = int(rest[:2]), int(rest[2:]) + tail
-        if minutes >= 60 or seconds >= 60:
-            raise ValueError("minutes or seconds")
-        value = degrees + minutes / 60 + seconds / 3600
-    return -value if sign == "-" else value
-
-
-def _plausible(latitude: float, longitude: float) -> bool:
-    return (
-        math.isfinite(latitude)
-        and math.isfinite(longitude)
-        and -90 <= latitude <= 90
-        and -180 <= longitude <= 180
-        and (latitude, longitude) != (0.0, 0.0)
-    )
-
-
 def _sample_sizes(stsz: bytes | None, stz2: bytes | None) -> list[int] | None:
     if stsz is not None:
         if len(stsz) < 12:
             raise _Malformed("sample size table too short")
         size, count = struct.unpack_from(">II", stsz, 4)
         if count > MAX_SAMPLES:
-            raise _Malformed(f"more than {MAX_SAMPLES} samples in a timed-metadata track")
+            raise _Malformed(f"more than {MAX_SAMPLES} samples in a track")
         if size:
             return [size] * count
         if 12 + 4 * count > len(stsz):
