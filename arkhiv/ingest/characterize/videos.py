@@ -323,6 +323,13 @@ class _Walker:
 
     # -- reading --------------------------------------------------------------------------------
 
+    def unwalkable(self, problem: str) -> None:
+        """Part of the file could not be walked: a problem, and neither its locations nor the
+        cleaner's regions can be complete."""
+        self.result.fail(problem)
+        self.result.incomplete = True
+        self.structure_incomplete = True
+
     def read_at(self, offset: int, length: int, what: str) -> bytes:
         if offset + length > self.size:
             raise _Malformed(f"file ends inside {what}")
@@ -387,9 +394,7 @@ class _Walker:
             for child in self.children(box.payload, box.end, depth, where):
                 handle(child, depth + 1)
         except _Malformed as exc:
-            self.result.fail(str(exc))
-            self.result.incomplete = True
-            self.structure_incomplete = True
+            self.unwalkable(str(exc))
 
     # -- the file -------------------------------------------------------------------------------
 
@@ -418,15 +423,12 @@ class _Walker:
                 else:
                     self.other(box, 1, "file")
         except _Malformed as exc:
-            self.result.fail(str(exc))
-            self.result.incomplete = True
-            self.structure_incomplete = True
+            self.unwalkable(str(exc))
         if first:
             self.result.fail("not an MP4/QuickTime file (no boxes)")
         elif not self.seen_moov and not self.result.problems:
-            self.result.fail("no movie box (moov): not a playable file")
-            self.result.incomplete = True  # media without an index: nothing is ruled out
-            self.structure_incomplete = True
+            # media without an index: nothing is ruled out
+            self.unwalkable("no movie box (moov): not a playable file")
         for track in self.tracks:
             self.samples(track)
         if not self.structure_incomplete:  # else where the samples lie is not known
@@ -510,9 +512,7 @@ class _Walker:
                 if entry.type == b"mebx":
                     self.mebx_keys(track, entry, depth + 1, f"{here}/mebx")
         except _Malformed as exc:
-            self.result.fail(str(exc))
-            self.result.incomplete = True
-            self.structure_incomplete = True
+            self.unwalkable(str(exc))
 
     def mebx_keys(self, track: _Track, entry: Box, depth: int, where: str) -> None:
         """Apple's timed-metadata sample entry: a key table of local ids and key names."""
@@ -559,9 +559,7 @@ class _Walker:
                 else:
                     self.other(child, 2, "moof")
         except _Malformed as exc:
-            self.result.fail(str(exc))
-            self.result.incomplete = True
-            self.structure_incomplete = True
+            self.unwalkable(str(exc))
 
     def traf(self, moof: Box, traf: Box, depth: int, where: str, base: int) -> int:
         """One track fragment: its runs of samples (ISO/IEC 14496-12, 8.8.7 and 8.8.8), from
@@ -854,9 +852,7 @@ class _Walker:
                     raise _Malformed("samples lie past the end of the file")
                 self.occupied.append((offset, end))
         except _Malformed as exc:
-            self.result.fail(f"trak[{track.number}]: {exc}")
-            self.result.incomplete = True
-            self.structure_incomplete = True
+            self.unwalkable(f"trak[{track.number}]: {exc}")
             return
         if not (track.timed_metadata or track.subtitles):
             return
