@@ -697,7 +697,20 @@ def _check_gltf_resources(
         needed = load_estimate(form.lower(), max(stored, decoded))
         check_memory(model.name, "its geometry", needed, limits)
         # Embedded textures are decoded by trimesh as it loads the model: none may be a bomb.
-        held = {uri: path.read_bytes() for uri, path in external.items()}  # within the budget
+        # Only the external buffers that hold images are read here (geometry buffers are
+        # trimesh's to read, once).
+        views = document.get("bufferViews") or []
+        image_buffers = {
+            views[image["bufferView"]].get("buffer", -1)
+            for image in document.get("images") or []
+            if isinstance(image.get("bufferView"), int) and image["bufferView"] < len(views)
+        }
+        image_uris = {
+            buffers[i].get("uri")
+            for i in image_buffers
+            if isinstance(i, int) and 0 <= i < len(buffers or [])
+        }
+        held = {uri: path.read_bytes() for uri, path in external.items() if uri in image_uris}
         for number, image in enumerate(_gltf_embedded_images(document, binary, held)):
             check_picture_bytes(f"{model.name} image {number}", image, limits)
     except ResourceLimitExceeded as refused:

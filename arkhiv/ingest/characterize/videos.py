@@ -446,11 +446,7 @@ class _Walker:
     def moov_child(self, box: Box, depth: int, where: str) -> None:
         kind = box.type
         if kind == b"mvhd":
-            data = self.payload(box, where) or b""
-            self.kept(box, where, data)
-            timescale, duration = _timing(data)
-            if timescale:
-                self.duration_s = round(duration / timescale, 3)
+            self.duration_s = self.duration(box, where)
         elif kind == b"trak":
             track = _Track(len(self.tracks) + 1)
             self.tracks.append(track)
@@ -464,6 +460,13 @@ class _Walker:
             self.kept(box, where)
         else:
             self.other(box, depth, where)
+
+    def duration(self, box: Box, where: str) -> float | None:
+        """Seconds, from a kept movie or media header (mvhd, mdhd)."""
+        data = self.payload(box, where) or b""
+        self.kept(box, where, data)
+        timescale, duration = _timing(data)
+        return round(duration / timescale, 3) if timescale else None
 
     def trak_child(self, track: _Track, box: Box, depth: int, where: str) -> None:
         kind = box.type
@@ -480,11 +483,7 @@ class _Walker:
             here = f"{where}/{box.name}"
             self.inside(box, here, depth, lambda b, d: self.trak_child(track, b, d, here))
         elif kind == b"mdhd":
-            data = self.payload(box, where) or b""
-            self.kept(box, where, data)
-            timescale, duration = _timing(data)
-            if timescale:
-                track.duration_s = round(duration / timescale, 3)
+            track.duration_s = self.duration(box, where)
         elif kind == b"hdlr" and where.endswith("/mdia"):
             data = self.payload(box, where, needed=True) or b""
             self.kept(box, where, data)
